@@ -1,0 +1,193 @@
+"""Typed, validated configuration for a whole MTR run: one sub-config per service.
+
+Loaded from a YAML file plus dotted overrides (`learner.lr=1e-5`); unknown keys and bad values fail
+with the offending key in the message. The resolved config is written into every run directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    path: str = Field(
+        "default",
+        description="Hugging Face checkpoint directory, or 'default' for the bundled SmolLM2-135M-Instruct "
+        "(converted once from its GGUF into the cache by `mtr model prepare`).",
+    )
+    dtype: Literal["bfloat16", "float32"] = Field(
+        "bfloat16", description="Dtype the rollout engine runs and weights travel in."
+    )
+
+
+class WorldConfig(_Strict):
+    seed: int = Field(0, description="Seed of the embedded fictional world; same seed, same world and questions.")
+    n_train: int = Field(64, ge=1, description="Training questions drawn from the world.")
+    n_eval: int = Field(32, ge=1, description="Held-out evaluation questions (disjoint from training).")
+
+
+class SimulatorConfig(_Strict):
+    replicas: int = Field(1, ge=1, le=64, description="Simulator server processes started by the run.")
+    host: str = Field("127.0.0.1", description="Bind address; loopback unless you mean to expose it.")
+    top_k: int = Field(3, ge=1, le=20, description="Documents a search observation returns.")
+    max_argument_chars: int = Field(2000, ge=16, description="Larger tool-call arguments get an error observation.")
+    call_timeout_s: float = Field(10.0, gt=0, description="Deadline of one tool call.")
+
+
+class RolloutConfig(_Strict):
+    workers: int = Field(1, ge=1, description="Rollout workers (one vLLM engine each).")
+    group_size: int = Field(4, ge=2, description="Samples per question in a GRPO group.")
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_turns: int = Field(4, ge=1, le=16, description="Assistant turns before a trace is cut (turn budget).")
+    max_tokens_per_turn: int = Field(96, ge=8, description="Token cap of one assistant turn.")
+    max_model_len: int = Field(2048, ge=256, description="vLLM context length (prompt + all turns).")
+    kv_cache_gib: int = Field(1, ge=1, description="KV-cache memory of a CPU vLLM engine.")
+    gpu_memory_utilization: float = Field(0.5, gt=0.0, le=0.95, description="Used on CUDA machines only.")
+
+
+class LearnerConfig(_Strict):
+    lr: float = Field(5e-5, gt=0.0, le=1.0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0)
+    warmup_steps: int = Field(2, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage.")
+    precision: Literal["float32", "bfloat16"] = Field(
+        "float32", description="Training precision (fp32 is the safe choice on CPU)."
+    )
+    micro_batch_tokens: int = Field(4096, ge=256, description="Token budget of one micro-batch.")
+    clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="GRPO importance-ratio clip.")
+    seed: int = 0
+
+
+class SFTConfig(_Strict):
+    steps: int = Field(30, ge=0, description="SFT optimizer steps on AutoAgent traces.")
+    batch_size: int = Field(8, ge=1, description="Traces per SFT step.")
+
+
+class GRPOConfig(_Strict):
+    steps: int = Field(4, ge=0, description="GRPO steps (one rollout batch + one update each).")
+    questions_per_step: int = Field(4, ge=1, description="Questions (groups) per GRPO step.")
+    lr: float | None = Field(1e-5, gt=0.0, description="Learning rate in Stage 2 (None keeps the SFT rate).")
+
+
+class RewardConfig(_Strict):
+    w_answer: float = Field(1.0, ge=0.0, description="Weight of answer correctness.")
+    w_consistency: float = Field(0.5, ge=0.0, description="Weight of internal consistency.")
+    correctness: Literal["em", "f1"] = "em"
+    format_penalty: float = Field(-0.5, le=0.0, description="Reward of a trace that does not parse.")
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> RewardConfig:
+        if self.w_answer + self.w_consistency <= 0:
+            raise ValueError("w_answer + w_consistency must be positive")
+        return self
+
+
+class EvalConfig(_Strict):
+    questions: int = Field(32, ge=1, description="Held-out questions evaluated at each checkpoint.")
+
+
+class ClusterConfig(_Strict):
+    ray_address: str | None = Field(None, description="Existing Ray cluster address; None starts a local one.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance (None: all).")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Controller Prometheus port (0 picks a free one).")
+
+
+class RunConfig(_Strict):
+    name: str = Field("mtr", description="Run name; the run directory is <runs_dir>/<name>-<timestamp>.")
+    runs_dir: str = Field("runs", description="Parent of run directories.")
+    seed: int = 0
+    model: ModelConfig = ModelConfig()
+    world: WorldConfig = WorldConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    learner: LearnerConfig = LearnerConfig()
+    sft: SFTConfig = SFTConfig()
+    grpo: GRPOConfig = GRPOConfig()
+    reward: RewardConfig = RewardConfig()
+    eval: EvalConfig = EvalConfig()
+    cluster: ClusterConfig = ClusterConfig()
+
+    @model_validator(mode="after")
+    def _eval_fits_world(self) -> RunConfig:
+        if self.eval.questions > self.world.n_eval:
+            raise ValueError(f"eval.questions ({self.eval.questions}) exceeds world.n_eval ({self.world.n_eval})")
+        return self
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`learner.lr=1e-5` -> ("learner.lr", 1e-05); the value is read as YAML so types come out right."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def _format_validation_error(error: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration ({origin}):"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        lines.append(f"  {key}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
+    """Merge `base` (a profile), the YAML file at `path` and dotted overrides, then validate."""
+    tree: dict[str, Any] = dict(base or {})
+    origin = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        tree = _deep_merge(tree, loaded)
+        origin = str(path)
+    for text in overrides or []:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, origin)) from None
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,89 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Objective(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OBJECTIVE_UNSPECIFIED: _ClassVar[Objective]
+    OBJECTIVE_SFT: _ClassVar[Objective]
+    OBJECTIVE_GRPO: _ClassVar[Objective]
+OBJECTIVE_UNSPECIFIED: Objective
+OBJECTIVE_SFT: Objective
+OBJECTIVE_GRPO: Objective
+
+class TrainSequence(_message.Message):
+    __slots__ = ("token_ids", "loss_mask", "old_logprobs", "advantage")
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_MASK_FIELD_NUMBER: _ClassVar[int]
+    OLD_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    ADVANTAGE_FIELD_NUMBER: _ClassVar[int]
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    loss_mask: _containers.RepeatedScalarFieldContainer[int]
+    old_logprobs: _containers.RepeatedScalarFieldContainer[float]
+    advantage: float
+    def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., loss_mask: _Optional[_Iterable[int]] = ..., old_logprobs: _Optional[_Iterable[float]] = ..., advantage: _Optional[float] = ...) -> None: ...
+
+class TrainStepRequest(_message.Message):
+    __slots__ = ("objective", "sequences", "publish_weights")
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    objective: Objective
+    sequences: _containers.RepeatedCompositeFieldContainer[TrainSequence]
+    publish_weights: bool
+    def __init__(self, objective: _Optional[_Union[Objective, str]] = ..., sequences: _Optional[_Iterable[_Union[TrainSequence, _Mapping]]] = ..., publish_weights: _Optional[bool] = ...) -> None: ...
+
+class TrainStepResponse(_message.Message):
+    __slots__ = ("version", "loss", "grad_norm", "seconds", "tokens", "clip_fraction", "learning_rate", "publish_seconds", "publish_bytes")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_BYTES_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    loss: float
+    grad_norm: float
+    seconds: float
+    tokens: int
+    clip_fraction: float
+    learning_rate: float
+    publish_seconds: float
+    publish_bytes: int
+    def __init__(self, version: _Optional[int] = ..., loss: _Optional[float] = ..., grad_norm: _Optional[float] = ..., seconds: _Optional[float] = ..., tokens: _Optional[int] = ..., clip_fraction: _Optional[float] = ..., learning_rate: _Optional[float] = ..., publish_seconds: _Optional[float] = ..., publish_bytes: _Optional[int] = ...) -> None: ...
+
+class GetLearnerStatusRequest(_message.Message):
+    __slots__ = ("compute_checksum",)
+    COMPUTE_CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    compute_checksum: bool
+    def __init__(self, compute_checksum: _Optional[bool] = ...) -> None: ...
+
+class GetLearnerStatusResponse(_message.Message):
+    __slots__ = ("version", "steps", "checksum")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    steps: int
+    checksum: str
+    def __init__(self, version: _Optional[int] = ..., steps: _Optional[int] = ..., checksum: _Optional[str] = ...) -> None: ...
+
+class SaveCheckpointRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class SaveCheckpointResponse(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
