@@ -29,14 +29,16 @@ class TrainSequence(_message.Message):
     def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., loss_mask: _Optional[_Iterable[int]] = ..., old_logprobs: _Optional[_Iterable[float]] = ..., advantage: _Optional[float] = ...) -> None: ...
 
 class TrainStepRequest(_message.Message):
-    __slots__ = ("objective", "sequences", "publish_weights")
+    __slots__ = ("objective", "sequences", "publish_weights", "learning_rate")
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     objective: Objective
     sequences: _containers.RepeatedCompositeFieldContainer[TrainSequence]
     publish_weights: bool
-    def __init__(self, objective: _Optional[_Union[Objective, str]] = ..., sequences: _Optional[_Iterable[_Union[TrainSequence, _Mapping]]] = ..., publish_weights: _Optional[bool] = ...) -> None: ...
+    learning_rate: float
+    def __init__(self, objective: _Optional[_Union[Objective, str]] = ..., sequences: _Optional[_Iterable[_Union[TrainSequence, _Mapping]]] = ..., publish_weights: _Optional[bool] = ..., learning_rate: _Optional[float] = ...) -> None: ...
 
 class TrainStepResponse(_message.Message):
     __slots__ = ("version", "loss", "grad_norm", "seconds", "tokens", "clip_fraction", "learning_rate", "publish_seconds", "publish_bytes")

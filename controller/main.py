@@ -1,0 +1,30 @@
+"""`mtr run`: resolve the model, run the pipeline, print the evaluation table and the run directory."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from mtr.config import RunConfig
+
+log = logging.getLogger("mtr.run")
+
+
+def run(config: RunConfig) -> int:
+    from controller.pipeline import Pipeline
+    from mtr.modelprep import resolve_model_path
+
+    model_path = str(resolve_model_path(config.model.path))
+    pipeline = Pipeline(config, model_path)
+    try:
+        outcome = pipeline.run()
+    except Exception as error:
+        print(f"mtr run failed: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"what was done is in {pipeline.run_dir.path}", file=sys.stderr)
+        return 1
+    print(f"\n{'stage':<8} {'n':>4} {'EM':>6} {'F1':>6} {'valid':>6} {'calls':>6}")
+    for e in outcome.evals:
+        print(f"{e.stage:<8} {e.count:>4} {e.exact_match:>6.3f} {e.f1:>6.3f} {e.valid_rate:>6.2f} "
+              f"{e.mean_tool_calls:>6.2f}")
+    print(f"\nrun directory: {outcome.run_dir}")
+    return 0

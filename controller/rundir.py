@@ -1,0 +1,64 @@
+"""The run directory: resolved config, metrics.jsonl, traces, evaluation tables, checkpoints, report.md.
+
+Everything is appended and flushed as it happens, so a run that dies keeps all it did up to that point.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from mtr.config import RunConfig, dump_config
+
+
+class RunDirectory:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "traces").mkdir(exist_ok=True)
+        (self.path / "checkpoints").mkdir(exist_ok=True)
+        self._metrics = (self.path / "metrics.jsonl").open("a", encoding="utf-8")
+
+    @classmethod
+    def create(cls, config: RunConfig) -> RunDirectory:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path(config.runs_dir) / f"{config.name}-{stamp}"
+        suffix = 1
+        while path.exists():
+            path = Path(config.runs_dir) / f"{config.name}-{stamp}-{suffix}"
+            suffix += 1
+        run = cls(path)
+        (path / "config.yaml").write_text(dump_config(config))
+        return run
+
+    def log(self, stage: str, step: int, **values) -> None:
+        record = {"time": time.time(), "stage": stage, "step": step, **values}
+        self._metrics.write(json.dumps(record, ensure_ascii=False, default=float) + "\n")
+        self._metrics.flush()
+
+    def append_jsonl(self, relative: str, records: Iterable[dict]) -> Path:
+        target = self.path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("a", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return target
+
+    def write_json(self, relative: str, value) -> Path:
+        target = self.path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(value, indent=2, ensure_ascii=False, default=float))
+        return target
+
+    def write_text(self, relative: str, text: str) -> Path:
+        target = self.path / relative
+        target.write_text(text, encoding="utf-8")
+        return target
+
+    def checkpoint_dir(self, name: str) -> Path:
+        return self.path / "checkpoints" / name
+
+    def close(self) -> None:
+        self._metrics.close()

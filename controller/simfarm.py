@@ -1,0 +1,88 @@
+"""Starts and reaps the simulator replicas of a local run, each its own process (`python -m simulator serve`).
+
+Replicas announce themselves through a ready file holding their address, so port 0 works and nothing
+guesses ports. Each replica's output goes to a log file in the run directory; a replica that dies before
+it is ready is reported with the tail of that log.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mtr.config import SimulatorConfig
+
+
+class SimulatorFarmError(RuntimeError):
+    pass
+
+
+class LocalSimulatorFarm:
+    def __init__(self, config: SimulatorConfig, world_seed: int, log_dir: Path) -> None:
+        self.config = config
+        self.world_seed = world_seed
+        self.log_dir = log_dir
+        self.processes: list[subprocess.Popen] = []
+        self.addresses: list[str] = []
+
+    def start(self, timeout_s: float = 120.0) -> list[str]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        pending = [self._spawn(index) for index in range(self.config.replicas)]
+        try:
+            self.addresses = [self._wait(process, ready, log, timeout_s) for process, ready, log in pending]
+        except BaseException:
+            self.stop()
+            raise
+        return self.addresses
+
+    def _spawn(self, index: int) -> tuple[subprocess.Popen, Path, Path]:
+        ready = self.log_dir / f"simulator-{index}.ready.json"
+        ready.unlink(missing_ok=True)
+        log = self.log_dir / f"simulator-{index}.log"
+        command = [
+            sys.executable, "-m", "simulator", "serve",
+            "--host", self.config.host, "--port", "0",
+            "--world-seed", str(self.world_seed),
+            "--top-k", str(self.config.top_k),
+            "--max-argument-chars", str(self.config.max_argument_chars),
+            "--ready-file", str(ready),
+            "--name", f"replica-{index}",
+        ]
+        with log.open("ab") as handle:
+            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.processes.append(process)
+        return process, ready, log
+
+    @staticmethod
+    def _wait(process: subprocess.Popen, ready: Path, log: Path, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if ready.exists():
+                return json.loads(ready.read_text())["address"]
+            if process.poll() is not None:
+                tail = log.read_text(errors="replace")[-2000:]
+                raise SimulatorFarmError(f"simulator replica exited with {process.returncode} before ready:\n{tail}")
+            time.sleep(0.1)
+        raise SimulatorFarmError(f"simulator replica not ready after {timeout_s:.0f}s (log: {log})")
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes = []
+
+    def __enter__(self) -> LocalSimulatorFarm:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,366 @@
+"""The policy learner: a DeepSpeed engine that takes SFT and GRPO steps on token sequences.
+
+One step = all given sequences, packed into micro-batches of at most `micro_batch_tokens` (padded
+length × rows), gradients accumulated across them, then one optimizer step. Runs on CPU (gloo,
+`DS_ACCELERATOR=cpu`) or CUDA (nccl). Served over gRPC by `learner.service`; usually hosted in a Ray actor.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from learner.losses import GRPOStats, grpo_loss, sft_loss, token_logprobs
+from mtr.config import LearnerConfig
+from mtr.weights import weights_checksum
+
+# Floor of the cosine schedule, as a share of the peak rate: steps past `total_steps` still learn.
+MIN_LR_RATIO = 0.1
+
+
+class LearnerError(RuntimeError):
+    """The learner cannot continue (non-finite loss or gradient); restart from the last checkpoint."""
+
+
+@dataclass(frozen=True)
+class TrainSequence:
+    """One trace as token ids; `loss_mask` is 1 on policy tokens. GRPO also needs `old_logprobs`/`advantage`."""
+
+    token_ids: list[int]
+    loss_mask: list[int]
+    old_logprobs: list[float] | None = None
+    advantage: float = 0.0
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # token-mean loss over the step's masked tokens
+    grad_norm: float  # global gradient norm before clipping
+    tokens: int  # tokens processed (sum of sequence lengths, padding excluded)
+    seconds: float
+    clip_fraction: float  # GRPO: share of masked tokens whose ratio was clipped; 0 for SFT
+    learning_rate: float  # rate the optimizer step used
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _init_distributed() -> str:
+    """Single-process defaults for torch.distributed, set before deepspeed is first imported.
+
+    Existing values win, so a launcher (or a Ray actor placing several ranks) can set its own.
+    Returns the device type the engine trains on.
+    """
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    for name, default in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
+        os.environ.setdefault(name, default)
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="nccl" if device == "cuda" else "gloo")
+    return device
+
+
+def warmup_cosine_lr(step: int, peak: float, warmup_steps: int, total_steps: int) -> float:
+    """Rate of optimizer step `step` (0-based): linear warm-up to `peak`, then cosine down to MIN_LR_RATIO·peak."""
+    if step < warmup_steps:
+        return peak * (step + 1) / (warmup_steps + 1)
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return peak * (MIN_LR_RATIO + (1.0 - MIN_LR_RATIO) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def plan_micro_batches(lengths: Sequence[int], budget_tokens: int) -> list[list[int]]:
+    """Group sequence indices so each group's padded size (rows × longest) stays within the budget.
+
+    Longest first, so rows of similar length share a micro-batch and padding stays small. A sequence
+    longer than the budget gets a micro-batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches: list[list[int]] = []
+    for index in order:
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= budget_tokens:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
+def validate_sequences(sequences: Sequence[TrainSequence], vocab_size: int, grpo: bool) -> None:
+    """Reject malformed sequences before any gradient is computed; the message names the sequence."""
+    if not sequences:
+        raise ValueError("a training step needs at least one sequence")
+    for i, seq in enumerate(sequences):
+        where = f"sequence {i}"
+        if len(seq.token_ids) < 2:
+            raise ValueError(f"{where}: needs at least 2 tokens, has {len(seq.token_ids)}")
+        if len(seq.loss_mask) != len(seq.token_ids):
+            raise ValueError(f"{where}: loss_mask has {len(seq.loss_mask)} entries for {len(seq.token_ids)} tokens")
+        if any(m not in (0, 1) for m in seq.loss_mask):
+            raise ValueError(f"{where}: loss_mask must hold only 0 and 1")
+        if seq.loss_mask[0]:
+            raise ValueError(f"{where}: loss_mask[0] is 1, but the first token has no context to predict it")
+        if not any(seq.loss_mask):
+            raise ValueError(f"{where}: loss_mask has no 1, so the sequence carries no loss")
+        bad = [t for t in seq.token_ids if not 0 <= t < vocab_size]
+        if bad:
+            raise ValueError(f"{where}: token id {bad[0]} outside the vocabulary [0, {vocab_size})")
+        if grpo:
+            _validate_grpo_fields(seq, where)
+
+
+def _validate_grpo_fields(seq: TrainSequence, where: str) -> None:
+    if seq.old_logprobs is None:
+        raise ValueError(f"{where}: GRPO needs old_logprobs")
+    if len(seq.old_logprobs) != len(seq.token_ids):
+        raise ValueError(f"{where}: old_logprobs has {len(seq.old_logprobs)} entries for {len(seq.token_ids)} tokens")
+    if not math.isfinite(seq.advantage):
+        raise ValueError(f"{where}: advantage {seq.advantage} is not finite")
+    for t, (lp, m) in enumerate(zip(seq.old_logprobs, seq.loss_mask)):
+        if m and not math.isfinite(lp):
+            raise ValueError(f"{where}: old_logprobs[{t}] = {lp} is not finite on a policy token")
+
+
+@dataclass(frozen=True)
+class _MicroBatch:
+    token_ids: torch.Tensor  # [B,T] long, right-padded
+    attention_mask: torch.Tensor  # [B,T] 1 on real tokens
+    loss_mask: torch.Tensor  # [B,T]
+    old_logprobs: torch.Tensor  # [B,T] (zeros for SFT)
+    advantages: torch.Tensor  # [B]
+
+
+def _collate(rows: Sequence[TrainSequence], device: str) -> _MicroBatch:
+    width = max(len(s.token_ids) for s in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    attention = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.float32)
+    old = torch.zeros(len(rows), width, dtype=torch.float32)
+    for r, seq in enumerate(rows):
+        n = len(seq.token_ids)
+        ids[r, :n] = torch.tensor(seq.token_ids)
+        attention[r, :n] = 1
+        mask[r, :n] = torch.tensor(seq.loss_mask, dtype=torch.float32)
+        if seq.old_logprobs is not None:
+            old[r, :n] = torch.tensor(seq.old_logprobs, dtype=torch.float32)
+    advantages = torch.tensor([s.advantage for s in rows], dtype=torch.float32)
+    return _MicroBatch(*(t.to(device) for t in (ids, attention, mask, old, advantages)))
+
+
+# A loss over one micro-batch: (token logprobs [B,T], batch, normalizer) -> (scalar loss, stats or None).
+_LossFn = Callable[[torch.Tensor, _MicroBatch, float], "tuple[torch.Tensor, GRPOStats | None]"]
+
+
+class PolicyLearner:
+    """A Hugging Face causal LM wrapped in a DeepSpeed engine, with SFT and GRPO steps.
+
+    `version` counts optimizer steps; rollout engines tag their samples with the version they hold.
+    """
+
+    def __init__(self, model_path: str | Path, config: LearnerConfig, total_steps: int) -> None:
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be at least 1, got {total_steps}")
+        self.config = config
+        self.model_path = Path(model_path)
+        self.total_steps = total_steps
+        self._version = 0
+        self._constant_lr: float | None = None
+        self._failure: str | None = None
+        self._device = _init_distributed()
+        torch.manual_seed(config.seed)
+        self._engine, self._optimizer = self._build_engine()
+        self.vocab_size = int(self._engine.module.config.vocab_size)
+
+    def _build_engine(self):
+        import deepspeed
+        from transformers import AutoModelForCausalLM
+
+        if not (self.model_path / "config.json").is_file():
+            raise FileNotFoundError(f"learner: {self.model_path} is not a Hugging Face checkpoint (no config.json)")
+        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
+        model.config.use_cache = False
+        model.train()
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=self._lr_for(0), weight_decay=self.config.weight_decay, betas=(0.9, 0.999)
+        )
+        engine, ds_optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=self._deepspeed_config()
+        )
+        return engine, optimizer
+
+    def _deepspeed_config(self) -> dict:
+        """ZeRO with a torch AdamW; the caller owns gradient accumulation (one `step()` per training step).
+
+        `managed_gradient_accumulation: false` lets each step have its own number of micro-batches; the
+        losses are pre-divided by the step's token count, so the accumulated gradient is the token mean.
+        """
+        return {
+            "train_micro_batch_size_per_gpu": 1,
+            "gradient_accumulation_steps": 1,
+            "managed_gradient_accumulation": False,
+            "gradient_clipping": self.config.max_grad_norm,
+            "zero_optimization": {"stage": self.config.zero_stage},
+            "zero_force_ds_cpu_optimizer": False,
+            "bf16": {"enabled": self.config.precision == "bfloat16"},
+            "steps_per_print": 1 << 30,
+            "wall_clock_breakdown": False,
+        }
+
+    @property
+    def version(self) -> int:
+        """Optimizer steps taken."""
+        return self._version
+
+    def _lr_for(self, step: int) -> float:
+        if self._constant_lr is not None:
+            return self._constant_lr
+        return warmup_cosine_lr(step, self.config.lr, self.config.warmup_steps, self.total_steps)
+
+    def set_learning_rate(self, lr: float) -> None:
+        """Train at a constant `lr` from the next step on, leaving the warm-up/cosine schedule (Stage 2)."""
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"learning rate must be positive and finite, got {lr}")
+        self._constant_lr = lr
+
+    def sft_step(self, sequences: Sequence[TrainSequence]) -> StepResult:
+        """One optimizer step of token-mean negative log-likelihood on the masked tokens."""
+        validate_sequences(sequences, self.vocab_size, grpo=False)
+
+        def loss_fn(logprobs: torch.Tensor, batch: _MicroBatch, normalizer: float):
+            return sft_loss(logprobs, batch.loss_mask, normalizer), None
+
+        return self._step(sequences, loss_fn)
+
+    def grpo_step(self, sequences: Sequence[TrainSequence], clip_eps: float | None = None) -> StepResult:
+        """One optimizer step of the clipped GRPO objective (advantages already group-normalized)."""
+        validate_sequences(sequences, self.vocab_size, grpo=True)
+        eps = self.config.clip_eps if clip_eps is None else clip_eps
+        if not 0.0 < eps < 1.0:
+            raise ValueError(f"clip_eps must be in (0, 1), got {eps}")
+
+        def loss_fn(logprobs: torch.Tensor, batch: _MicroBatch, normalizer: float):
+            return grpo_loss(logprobs, batch.old_logprobs, batch.advantages, batch.loss_mask, eps, normalizer)
+
+        return self._step(sequences, loss_fn)
+
+    def _step(self, sequences: Sequence[TrainSequence], loss_fn: _LossFn) -> StepResult:
+        if self._failure is not None:
+            raise LearnerError(f"learner is unusable after an earlier failure: {self._failure}")
+        start = time.perf_counter()
+        step_number = self._version + 1
+        lr = self._lr_for(self._version)
+        for group in self._optimizer.param_groups:
+            group["lr"] = lr
+        normalizer = float(sum(sum(s.loss_mask) for s in sequences))
+        total_loss, clipped, masked = 0.0, 0.0, 0
+        for indices in plan_micro_batches([len(s.token_ids) for s in sequences], self.config.micro_batch_tokens):
+            batch = _collate([sequences[i] for i in indices], self._device)
+            logits = self._engine(input_ids=batch.token_ids, attention_mask=batch.attention_mask).logits
+            loss, stats = loss_fn(token_logprobs(logits, batch.token_ids), batch, normalizer)
+            if not torch.isfinite(loss):
+                # Gradients of earlier micro-batches are already accumulated inside the engine.
+                self._failure = f"step {step_number}: loss is {loss.item()} on micro-batch of rows {indices}"
+                raise LearnerError(self._failure)
+            self._engine.backward(loss)
+            total_loss += loss.item()
+            if stats is not None:
+                clipped += stats.clip_fraction * stats.tokens
+                masked += stats.tokens
+        grad_norm = self._optimizer_step()
+        if not math.isfinite(grad_norm):
+            self._failure = f"step {step_number}: gradient norm is {grad_norm}; the update was skipped"
+            raise LearnerError(self._failure)
+        self._version += 1
+        return StepResult(
+            loss=total_loss,
+            grad_norm=grad_norm,
+            tokens=sum(len(s.token_ids) for s in sequences),
+            seconds=time.perf_counter() - start,
+            clip_fraction=clipped / masked if masked else 0.0,
+            learning_rate=lr,
+        )
+
+    def _optimizer_step(self) -> float:
+        """Apply the accumulated gradients; return their global norm before clipping.
+
+        ZeRO optimizers report the norm (and skip the update when it is not finite). Without ZeRO the
+        gradients still sit on the parameters, so measure them here and refuse a non-finite update.
+        """
+        if self.config.zero_stage == 0:
+            grads = [p.grad for p in self._engine.module.parameters() if p.grad is not None]
+            norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+            if not math.isfinite(norm):
+                return norm
+            self._engine.step()
+            reported = self._engine.get_global_grad_norm()
+            return norm if reported is None else float(reported)
+        self._engine.step()
+        reported = self._engine.get_global_grad_norm()
+        if reported is None:
+            raise LearnerError(f"DeepSpeed reported no gradient norm at ZeRO stage {self.config.zero_stage}")
+        return float(reported)
+
+    def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(Hugging Face name, CPU tensor) for every weight, `lm_head.weight` included when tied.
+
+        vLLM loads the tied `lm_head.weight` too (and it wins), so it must travel. Tensors are views of
+        the live parameters on CPU: copy them if you keep them across a step.
+        """
+        module = self._engine.module
+        if self.config.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(module.parameters())):
+                gathered = {name: t.detach().to("cpu", copy=True) for name, t in module.state_dict().items()}
+            yield from gathered.items()
+            return
+        state = module.state_dict()
+        if module.config.tie_word_embeddings and "lm_head.weight" not in state:
+            state["lm_head.weight"] = module.get_input_embeddings().weight
+        for name, tensor in state.items():
+            yield name, tensor.detach().cpu()
+
+    def checksum(self, dtype: str = "bfloat16") -> str:
+        """Checksum of the weights in the broadcast dtype; equals the rollout side's when weights match."""
+        return weights_checksum(self.named_weights(), dtype=dtype)
+
+    def save_hf(self, path: str | Path) -> Path:
+        """Save a Hugging Face checkpoint (weights in training precision, config, tokenizer) at `path`.
+
+        Written into a temp dir and renamed, so a crash never leaves a half checkpoint. An existing
+        checkpoint at `path` is replaced; any other non-empty directory there is an error.
+        """
+        from transformers import AutoTokenizer
+
+        target = Path(path)
+        if target.exists() and any(target.iterdir()) and not (target / "config.json").is_file():
+            raise FileExistsError(f"save_hf: {target} exists and is not a checkpoint; refusing to replace it")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; rollout workers may run as another user
+        try:
+            state = dict(self.named_weights())
+            if self._engine.module.config.tie_word_embeddings:
+                state.pop("lm_head.weight", None)  # re-tied on load; saving it would store the embedding twice
+            self._engine.module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+            AutoTokenizer.from_pretrained(self.model_path).save_pretrained(tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            os.rename(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target

@@ -1,0 +1,89 @@
+"""Token log-probabilities and the two training losses: SFT (masked NLL) and GRPO (clipped ratio).
+
+Shapes: B sequences (rows) × T positions × V vocabulary. A loss mask is 1 on tokens the policy
+produced (the only ones that carry loss) and 0 on prompt, observation and padding tokens.
+Losses take an optional `normalizer` (the step's total masked-token count) so that summing the losses of
+several micro-batches gives exactly the token mean over the whole step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class GRPOStats:
+    """Diagnostics of one GRPO loss evaluation over its masked tokens."""
+
+    clip_fraction: float  # share of masked tokens whose gradient the clip removed
+    mean_ratio: float  # mean importance ratio exp(new - old) over masked tokens
+    tokens: int  # masked tokens counted (to combine micro-batches)
+
+
+def token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+    """logits [B,T,V], token_ids [B,T] -> [B,T]: out[:,t] = log p(ids[t] | ids[<t]), out[:,0] = 0.
+
+    Position t-1's logits predict token t. Computed as gathered logit minus logsumexp, so no [B,T,V]
+    log-softmax copy is kept besides what autograd needs.
+    """
+    if logits.dim() != 3 or token_ids.shape != logits.shape[:2]:
+        raise ValueError(f"token_logprobs: logits {tuple(logits.shape)} and ids {tuple(token_ids.shape)} mismatch")
+    predicting = logits[:, :-1].float()  # [B,T-1,V]
+    targets = token_ids[:, 1:].unsqueeze(-1)  # [B,T-1,1]
+    picked = predicting.gather(-1, targets).squeeze(-1) - predicting.logsumexp(-1)  # [B,T-1]
+    first = picked.new_zeros(picked.shape[0], 1)  # [B,1]: nothing predicts the first token
+    return torch.cat([first, picked], dim=1)
+
+
+def _normalizer(loss_mask: torch.Tensor, normalizer: float | None) -> float:
+    value = float(loss_mask.sum()) if normalizer is None else float(normalizer)
+    if value <= 0:
+        raise ValueError("loss normalizer must be positive: no token carries loss")
+    return value
+
+
+def sft_loss(logprobs: torch.Tensor, loss_mask: torch.Tensor, normalizer: float | None = None) -> torch.Tensor:
+    """logprobs [B,T], loss_mask [B,T] -> scalar: negative log-likelihood summed over masked tokens / normalizer.
+
+    `where` rather than multiplication, so that a non-finite value at a masked-out position cannot leak in.
+    """
+    mask = loss_mask.bool()
+    nll = torch.where(mask, -logprobs, torch.zeros_like(logprobs))  # [B,T]
+    return nll.sum() / _normalizer(loss_mask, normalizer)
+
+
+def grpo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    loss_mask: torch.Tensor,
+    clip_eps: float,
+    normalizer: float | None = None,
+) -> tuple[torch.Tensor, GRPOStats]:
+    """PPO-style clipped surrogate, token-level mean over masked tokens.
+
+    logprobs, old_logprobs, loss_mask [B,T]; advantages [B] (one per sequence, broadcast over its tokens).
+    loss = -sum_masked min(r·A, clip(r, 1-eps, 1+eps)·A) / normalizer with r = exp(new - old).
+    With all advantages zero the loss is identically zero, and so is its gradient.
+    """
+    if advantages.dim() != 1 or advantages.shape[0] != logprobs.shape[0]:
+        raise ValueError(f"advantages must be [B]={logprobs.shape[0]}, got {tuple(advantages.shape)}")
+    mask = loss_mask.bool()  # [B,T]
+    log_ratio = torch.where(mask, logprobs - old_logprobs, torch.zeros_like(logprobs))  # [B,T], 0 off-mask
+    ratio = log_ratio.exp()  # [B,T]
+    adv = advantages.to(logprobs.dtype).unsqueeze(1)  # [B,1]
+    unclipped = ratio * adv  # [B,T]
+    clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv  # [B,T]
+    objective = torch.minimum(unclipped, clipped)  # [B,T]
+    loss = -torch.where(mask, objective, torch.zeros_like(objective)).sum() / _normalizer(loss_mask, normalizer)
+    with torch.no_grad():
+        tokens = int(mask.sum())
+        was_clipped = (clipped < unclipped) & mask  # the clipped branch won: this token's gradient is zero
+        stats = GRPOStats(
+            clip_fraction=float(was_clipped.sum()) / max(tokens, 1),
+            mean_ratio=float(ratio[mask].mean()) if tokens else 1.0,
+            tokens=tokens,
+        )
+    return loss, stats

@@ -1,0 +1,92 @@
+"""Thin typed clients of the rollout and learner services; the controller reaches them only through these.
+
+Light on purpose (grpc + generated stubs). Each call has a deadline, and a failure is re-raised with the
+service address and method so "which process died" is never a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from mtr.grpcutil import CHANNEL_OPTIONS
+from mtr.task import Task, to_proto
+from mtr.v1 import learner_service_pb2 as lpb
+from mtr.v1 import learner_service_pb2_grpc as lpb_grpc
+from mtr.v1 import rollout_service_pb2 as rpb
+from mtr.v1 import rollout_service_pb2_grpc as rpb_grpc
+
+
+class ServiceError(RuntimeError):
+    """A service call failed; the message names the service address, the method and the gRPC status."""
+
+
+class _Client:
+    def __init__(self, address: str, timeout_s: float) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+    def _call(self, method, request, name: str, timeout_s: float | None = None):
+        try:
+            return method(request, timeout=timeout_s or self.timeout_s, wait_for_ready=True)
+        except grpc.RpcError as error:
+            raise ServiceError(f"{name} on {self.address} failed: {error.code().name}: {error.details()}") from None
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class RolloutClient(_Client):
+    def __init__(self, address: str, timeout_s: float = 3600.0) -> None:
+        super().__init__(address, timeout_s)
+        self._stub = rpb_grpc.RolloutServiceStub(self._channel)
+
+    def generate_groups(
+        self, tasks: Sequence[Task], group_size: int, sampling: rpb.SamplingConfig
+    ) -> rpb.GenerateGroupsResponse:
+        request = rpb.GenerateGroupsRequest(
+            tasks=[to_proto(t) for t in tasks], group_size=group_size, sampling=sampling
+        )
+        return self._call(self._stub.GenerateGroups, request, "RolloutService.GenerateGroups")
+
+    def load_weights(self, version: int, compute_checksum: bool = False) -> rpb.LoadWeightsResponse:
+        request = rpb.LoadWeightsRequest(version=version, compute_checksum=compute_checksum)
+        return self._call(self._stub.LoadWeights, request, "RolloutService.LoadWeights")
+
+    def status(self, compute_checksum: bool = False) -> rpb.GetRolloutStatusResponse:
+        request = rpb.GetRolloutStatusRequest(compute_checksum=compute_checksum)
+        return self._call(self._stub.GetStatus, request, "RolloutService.GetStatus", timeout_s=120)
+
+
+class LearnerClient(_Client):
+    def __init__(self, address: str, timeout_s: float = 3600.0) -> None:
+        super().__init__(address, timeout_s)
+        self._stub = lpb_grpc.LearnerServiceStub(self._channel)
+
+    def train_step(
+        self,
+        objective: int,
+        sequences: Sequence[lpb.TrainSequence],
+        publish_weights: bool = True,
+        learning_rate: float = 0.0,
+    ) -> lpb.TrainStepResponse:
+        request = lpb.TrainStepRequest(
+            objective=objective, sequences=sequences, publish_weights=publish_weights, learning_rate=learning_rate
+        )
+        return self._call(self._stub.TrainStep, request, "LearnerService.TrainStep")
+
+    def status(self, compute_checksum: bool = False) -> lpb.GetLearnerStatusResponse:
+        request = lpb.GetLearnerStatusRequest(compute_checksum=compute_checksum)
+        return self._call(self._stub.GetStatus, request, "LearnerService.GetStatus", timeout_s=300)
+
+    def save_checkpoint(self, path: str) -> str:
+        request = lpb.SaveCheckpointRequest(path=path)
+        return self._call(self._stub.SaveCheckpoint, request, "LearnerService.SaveCheckpoint").path

@@ -1,0 +1,106 @@
+"""Weights as plain bytes: packing for the learner → Ray object store → rollout worker → vLLM worker path.
+
+Tensors do not survive vLLM's `collective_rpc` arguments as tensors, but raw bytes + shape + dtype do, so
+weights travel as `PackedTensor`s. `weights_checksum` lets both ends prove they hold the same weights.
+torch is imported lazily so that `mtr` stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+SUPPORTED_DTYPES = ("bfloat16", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class PackedTensor:
+    """One named tensor as little-endian raw bytes in `dtype` (a torch dtype name, e.g. "bfloat16")."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    if name not in SUPPORTED_DTYPES:
+        raise ValueError(f"unsupported weight dtype {name!r}; expected one of {SUPPORTED_DTYPES}")
+    return getattr(torch, name)
+
+
+def _as_bytes(tensor: torch.Tensor, dtype: torch.dtype) -> bytes:
+    """The tensor's bytes in `dtype`; via a uint8 view because numpy has no bfloat16."""
+    import torch
+
+    flat = tensor.detach().to(device="cpu", dtype=dtype).contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes()
+
+
+def pack_state_dict(named_tensors: Iterable[tuple[str, torch.Tensor]], dtype: str = "bfloat16") -> list[PackedTensor]:
+    """Convert each tensor to `dtype` on CPU and keep its bytes, shape and name."""
+    target = _torch_dtype(dtype)
+    packed = []
+    for name, tensor in named_tensors:
+        packed.append(PackedTensor(name=name, dtype=dtype, shape=tuple(tensor.shape), data=_as_bytes(tensor, target)))
+    return packed
+
+
+def unpack(packed: Sequence[PackedTensor]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (name, tensor) views over the packed bytes without copying.
+
+    The tensors are read-only views of immutable `bytes`: consumers copy them into their own parameters
+    (as vLLM's weight loaders do) and must not write to them.
+    """
+    import torch
+
+    for item in packed:
+        dtype = _torch_dtype(item.dtype)
+        expected = dtype.itemsize * _numel(item.shape)
+        if len(item.data) != expected:
+            raise ValueError(
+                f"packed tensor {item.name!r}: {len(item.data)} bytes, but {item.dtype}{list(item.shape)} "
+                f"needs {expected}"
+            )
+        if expected == 0:
+            yield item.name, torch.empty(item.shape, dtype=dtype)
+            continue
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given buffer is not writable")
+            raw = torch.frombuffer(item.data, dtype=torch.uint8)
+        yield item.name, raw.view(dtype).reshape(item.shape)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
+
+
+def weights_checksum(named_tensors: Iterable[tuple[str, torch.Tensor]], dtype: str = "bfloat16") -> str:
+    """sha256 over names, dtype, shapes and bytes in `dtype`, in name order.
+
+    Computed in the broadcast dtype, so the learner (training in fp32) and a rollout engine (holding the
+    broadcast bf16 copy) agree exactly when they hold the same weights, whatever order they list them in.
+    """
+    target = _torch_dtype(dtype)
+    by_name: dict[str, torch.Tensor] = {}
+    for name, tensor in named_tensors:
+        if name in by_name:
+            raise ValueError(f"weights_checksum: tensor name {name!r} appears twice")
+        by_name[name] = tensor
+    digest = hashlib.sha256()
+    for name in sorted(by_name):
+        tensor = by_name[name]
+        digest.update(f"{name}\0{dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(_as_bytes(tensor, target))
+    return digest.hexdigest()

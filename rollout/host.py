@@ -1,0 +1,46 @@
+"""Entry point of a rollout worker inside its host process (a Ray actor placed by `mtr.placement`).
+
+`start(...)` builds the vLLM engine, connects to the simulator farm and serves `RolloutService`.
+"""
+
+from __future__ import annotations
+
+from mtr.broadcast import create_broadcast
+from mtr.config import RolloutConfig
+from mtr.grpcutil import BackgroundServer
+from mtr.simclient import SimulatorClient
+from rollout.service import RolloutServicer, create_server
+from rollout.vllm_engine import VLLMTurnGenerator
+
+
+class RolloutHost:
+    def __init__(self, servicer: RolloutServicer, server: BackgroundServer, generator: VLLMTurnGenerator) -> None:
+        self.servicer = servicer
+        self.server = server
+        self.generator = generator
+        self.address = server.address
+
+    def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
+        return self.generator.prompt_logprobs(token_ids)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def start(
+    model_path: str,
+    rollout: dict,
+    dtype: str,
+    seed: int,
+    simulator_addresses: list[str],
+    simulator_timeout_s: float = 10.0,
+    broadcast: str = "ray",
+    host: str = "127.0.0.1",
+) -> RolloutHost:
+    config = RolloutConfig.model_validate(rollout)
+    generator = VLLMTurnGenerator(model_path, config, dtype, seed)
+    simulator = SimulatorClient(simulator_addresses, timeout_s=simulator_timeout_s)
+    simulator.wait_ready(60)
+    servicer = RolloutServicer(generator, simulator, create_broadcast(broadcast), config.max_model_len)
+    server = BackgroundServer(lambda address: create_server(address, servicer), host=host)
+    return RolloutHost(servicer, server, generator)

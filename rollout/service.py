@@ -1,0 +1,114 @@
+"""gRPC `RolloutService`: generate GRPO groups for tasks, load a published weights version in place.
+
+Engine calls block, so they run on one dedicated thread (the engine is not re-entrant); the event loop
+stays free for health checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from mtr.broadcast import WeightBroadcast
+from mtr.grpcutil import CHANNEL_OPTIONS, add_health
+from mtr.simclient import SimulatorClient
+from mtr.task import from_proto
+from mtr.v1 import rollout_service_pb2 as pb
+from mtr.v1 import rollout_service_pb2_grpc as pb_grpc
+from rollout.agent_loop import LoopLimits, Sample, run_agent_loop
+from rollout.vllm_engine import VLLMTurnGenerator
+
+log = logging.getLogger(__name__)
+
+
+class RolloutServicer(pb_grpc.RolloutServiceServicer):
+    def __init__(
+        self,
+        generator: VLLMTurnGenerator,
+        simulator: SimulatorClient,
+        broadcast: WeightBroadcast,
+        max_model_len: int,
+    ) -> None:
+        self._generator = generator
+        self._simulator = simulator
+        self._broadcast = broadcast
+        self._max_model_len = max_model_len
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self.policy_version = 0
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def GenerateGroups(self, request, context):
+        if request.group_size < 1:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"group_size must be >= 1, got {request.group_size}")
+        sampling = request.sampling
+        if sampling.max_turns < 1 or sampling.max_tokens_per_turn < 1:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sampling.max_turns and max_tokens_per_turn must be >= 1")
+        tasks = [from_proto(t) for t in request.tasks]
+        limits = LoopLimits(sampling.max_turns, sampling.max_tokens_per_turn, self._max_model_len, sampling.seed)
+        start = time.perf_counter()
+        samples = await self._run(self._generate, tasks, request.group_size, sampling, limits)
+        seconds = time.perf_counter() - start
+        groups = []
+        for task in tasks:
+            traces = [self._to_trace(s) for s in samples if s.task.id == task.id]
+            groups.append(pb.Group(task_id=task.id, traces=traces))
+        generated = sum(sum(s.loss_mask) for s in samples)
+        return pb.GenerateGroupsResponse(
+            groups=groups, policy_version=self.policy_version, generated_tokens=generated, seconds=seconds
+        )
+
+    def _generate(self, tasks, group_size, sampling, limits) -> list[Sample]:
+        self._generator.set_sampling(sampling.temperature, sampling.top_p or 1.0)
+        return run_agent_loop(tasks, group_size, self._generator, self._simulator, self._generator.tokenizer, limits)
+
+    def _to_trace(self, sample: Sample) -> pb.Trace:
+        return pb.Trace(
+            task_id=sample.task.id,
+            sample_index=sample.sample_index,
+            token_ids=sample.token_ids,
+            logprobs=sample.logprobs,
+            loss_mask=sample.loss_mask,
+            prompt_tokens=sample.prompt_tokens,
+            text=sample.text,
+            policy_version=self.policy_version,
+            turns=sample.turns,
+            tool_calls=[
+                pb.ToolCallRecord(
+                    name=c.name, arguments_json=c.arguments_json, observation_json=c.observation_json, status=c.status
+                )
+                for c in sample.tool_calls
+            ],
+            finish_reason=sample.finish_reason,
+        )
+
+    async def LoadWeights(self, request, context):
+        try:
+            packed = await self._run(self._broadcast.fetch, request.version)
+        except KeyError as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        received, seconds = await self._run(self._generator.load_packed, packed)
+        self.policy_version = request.version
+        checksum = await self._run(self._generator.loaded_checksum) if request.compute_checksum else ""
+        log.info("loaded weights version %d (%d bytes, %.2fs)", request.version, received, seconds)
+        return pb.LoadWeightsResponse(version=request.version, seconds=seconds, bytes=received, checksum=checksum)
+
+    async def GetStatus(self, request, context):
+        checksum = await self._run(self._generator.loaded_checksum) if request.compute_checksum else ""
+        return pb.GetRolloutStatusResponse(
+            policy_version=self.policy_version, checksum=checksum, model=self._generator.model_path
+        )
+
+
+async def create_server(address: str, servicer: RolloutServicer) -> tuple[grpc.aio.Server, int]:
+    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    pb_grpc.add_RolloutServiceServicer_to_server(servicer, server)
+    await add_health(server, ["mtr.v1.RolloutService"])
+    port = server.add_insecure_port(address)
+    await server.start()
+    return server, port

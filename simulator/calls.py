@@ -1,0 +1,126 @@
+"""One tool call from raw policy text to a checked observation, independent of the transport.
+
+Order of checks: known tool, size, JSON object, argument schema; then the call cache, the actor, and the
+tool's output schema. Every failure becomes a readable `{"error": ...}` observation with its status,
+because these are the policy's mistakes and the policy must be able to read and recover from them.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from mtr.toolschema import argument_errors, instance_errors
+from simulator.cache import LRUCache, call_key
+from simulator.grounded import CORPUS, DocumentSet
+from simulator.metrics import SimulatorMetrics
+from simulator.toolmaker import ToolMaker
+
+log = logging.getLogger(__name__)
+
+_MAX_NAME_IN_MESSAGE = 80
+
+
+class CallStatus(enum.Enum):
+    """Mirrors mtr.v1.CallStatus; the value is the lower-case name used in metrics and by clients."""
+
+    OK = "ok"
+    UNKNOWN_TOOL = "unknown_tool"
+    INVALID_ARGUMENTS = "invalid_arguments"
+    INPUT_TOO_LARGE = "input_too_large"
+    BACKEND_ERROR = "backend_error"
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    observation_json: str
+    status: CallStatus
+    error: str = ""
+    cached: bool = False
+
+
+class Actor(Protocol):
+    def run(self, tool: str, arguments: dict, documents: DocumentSet) -> dict: ...
+
+
+def _error(status: CallStatus, message: str) -> CallOutcome:
+    return CallOutcome(json.dumps({"error": message}, ensure_ascii=False), status, message)
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= _MAX_NAME_IN_MESSAGE else name[:_MAX_NAME_IN_MESSAGE] + "..."
+
+
+class ToolCallHandler:
+    """Validates, caches and executes tool calls against one actor and the ToolMaker's tool library."""
+
+    def __init__(
+        self,
+        actor: Actor,
+        toolmaker: ToolMaker,
+        *,
+        max_argument_chars: int = 2000,
+        cache_size: int = 100_000,
+        metrics: SimulatorMetrics | None = None,
+    ) -> None:
+        self.actor = actor
+        self.toolmaker = toolmaker
+        self.max_argument_chars = max_argument_chars
+        self.cache: LRUCache[tuple[str, str, str], str] = LRUCache(cache_size)
+        self.metrics = metrics if metrics is not None else SimulatorMetrics()
+
+    def call(self, tool: str, arguments_json: str, documents: DocumentSet = CORPUS) -> CallOutcome:
+        """Answer one call; never raises for anything the policy wrote."""
+        label = tool if self.toolmaker.spec(tool) is not None else "unknown"
+        self.metrics.inflight.inc()
+        start = time.perf_counter()
+        try:
+            outcome = self._call(tool, arguments_json, documents)
+        finally:
+            self.metrics.inflight.dec()
+        self.metrics.call_seconds.labels(tool=label).observe(time.perf_counter() - start)
+        self.metrics.calls.labels(tool=label, status=outcome.status.value).inc()
+        return outcome
+
+    def _call(self, tool: str, arguments_json: str, documents: DocumentSet) -> CallOutcome:
+        spec = self.toolmaker.spec(tool)
+        if spec is None:
+            known = ", ".join(self.toolmaker.tool_names)
+            return _error(CallStatus.UNKNOWN_TOOL, f"unknown tool {_short(tool)!r}; available tools: {known}")
+        if len(arguments_json) > self.max_argument_chars:
+            return _error(
+                CallStatus.INPUT_TOO_LARGE,
+                f"{tool}: arguments are {len(arguments_json)} characters, the limit is {self.max_argument_chars}",
+            )
+        try:
+            arguments = json.loads(arguments_json)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            return _error(CallStatus.INVALID_ARGUMENTS, f"{tool}: arguments are not valid JSON ({exc})")
+        errors = argument_errors(spec.tool, arguments)
+        if errors:
+            return _error(CallStatus.INVALID_ARGUMENTS, f"{tool}: invalid arguments: {'; '.join(errors)}")
+        return self._execute(tool, arguments, documents)
+
+    def _execute(self, tool: str, arguments: dict, documents: DocumentSet) -> CallOutcome:
+        key = call_key(tool, arguments, documents.key)
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.metrics.cache_hits.inc()
+            return CallOutcome(cached, CallStatus.OK, cached=True)
+        self.metrics.cache_misses.inc()
+        try:
+            observation = self.actor.run(tool, arguments, documents)
+        except Exception as exc:  # the policy gets a readable error; the operator gets the traceback
+            log.exception("tool %s failed on arguments %s", tool, key[1][:200])
+            return _error(CallStatus.BACKEND_ERROR, f"{tool}: the simulator failed: {exc}")
+        errors = instance_errors(self.toolmaker.spec(tool).output_schema, observation)
+        if errors:
+            log.error("tool %s produced an observation that breaks its output schema: %s", tool, errors)
+            return _error(CallStatus.BACKEND_ERROR, f"{tool}: the simulator produced an invalid observation")
+        observation_json = json.dumps(observation, ensure_ascii=False)
+        self.cache.put(key, observation_json)
+        return CallOutcome(observation_json, CallStatus.OK)

@@ -1,0 +1,35 @@
+"""Prometheus metrics of one simulator replica (served on `--metrics-port` when it is not 0).
+
+Each instance owns its registry, so several servers in one test process do not collide; the replica
+itself is told apart by the scrape target, which keeps label cardinality low.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+
+class SimulatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry = registry if registry is not None else CollectorRegistry()
+        self.calls = Counter(
+            "mtr_simulator_calls", "Tool calls answered, by tool and status.", ["tool", "status"], registry=registry
+        )
+        self.call_seconds = Histogram(
+            "mtr_simulator_call_seconds",
+            "Time to answer one tool call inside the replica.",
+            ["tool"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.cache_hits = Counter("mtr_simulator_cache_hits", "Tool calls answered from the cache.", registry=registry)
+        self.cache_misses = Counter(
+            "mtr_simulator_cache_misses", "Well-formed tool calls the cache did not hold.", registry=registry
+        )
+        self.inflight = Gauge("mtr_simulator_inflight_calls", "Tool calls being answered now.", registry=registry)
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        """Expose /metrics over HTTP on a background thread."""
+        start_http_server(port, addr=host, registry=self.registry)
