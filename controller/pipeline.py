@@ -132,15 +132,12 @@ class Pipeline:
         try:
             self.setup()
             train, held_out = self.tasks()
-            examples = self._timed("synth", lambda: self._synthesize(train))
-            self._timed("eval_base", lambda: self._evaluate("base", held_out))
-            sft = SFTStepper(self.config, self.learner, self.rollout, self.model_path, self.run_dir, self.metrics)
-            self.outcome.sft_losses = self._timed("sft", lambda: sft.run(examples))
-            self._timed("eval_sft", lambda: self._evaluate("sft", held_out))
-            grpo = GRPOStepper(self.config, self.learner, self.rollout, self.run_dir, self.metrics)
-            rng = random.Random(self.config.seed)
-            self.outcome.grpo_rewards = self._timed("grpo", lambda: grpo.run(train, rng))
-            self._timed("eval_grpo", lambda: self._evaluate("grpo", held_out))
+            examples = self._timed("synth", lambda: self.synthesize(train))
+            self._timed("eval_base", lambda: self.evaluate("base", held_out))
+            self._timed("sft", lambda: self.sft(examples))
+            self._timed("eval_sft", lambda: self.evaluate("sft", held_out))
+            self._timed("grpo", lambda: self.grpo(train))
+            self._timed("eval_grpo", lambda: self.evaluate("grpo", held_out))
             self._timed("checkpoint", lambda: self.learner.save_checkpoint(str(self.run_dir.checkpoint_dir("final"))))
             self.metrics.set_stage("done")
             return self.outcome
@@ -151,6 +148,17 @@ class Pipeline:
             write_report(self.run_dir, self.config, self.outcome)
             self.teardown()
 
+    def sft(self, examples) -> list[float]:
+        stepper = SFTStepper(self.config, self.learner, self.rollout, self.model_path, self.run_dir, self.metrics)
+        self.outcome.sft_losses = stepper.run(examples)
+        self.outcome.checksums_match = stepper.checksums_match
+        return self.outcome.sft_losses
+
+    def grpo(self, train: list[Task]) -> list[float]:
+        stepper = GRPOStepper(self.config, self.learner, self.rollout, self.run_dir, self.metrics)
+        self.outcome.grpo_rewards = stepper.run(train, random.Random(self.config.seed))
+        return self.outcome.grpo_rewards
+
     def _timed(self, stage: str, work):
         self.metrics.set_stage(stage.split("_")[0])
         start = time.perf_counter()
@@ -160,7 +168,7 @@ class Pipeline:
         log.info("stage %s done in %.1fs", stage, self.outcome.stage_seconds[stage])
         return result
 
-    def _synthesize(self, train: list[Task]):
+    def synthesize(self, train: list[Task]):
         report = synthesize(train, self.simulator)
         self.run_dir.append_jsonl("traces/sft.jsonl", (to_openai(trace) for _, trace in report.accepted))
         self.run_dir.log("synth", 0, attempted=report.attempted, accepted=len(report.accepted),
@@ -170,7 +178,7 @@ class Pipeline:
             raise RuntimeError(f"the AutoAgent accepted no trace out of {report.attempted}: {dict(report.rejected)}")
         return report.accepted
 
-    def _evaluate(self, stage: str, held_out: list[Task]) -> EvalResult:
+    def evaluate(self, stage: str, held_out: list[Task]) -> EvalResult:
         result, records = evaluate(stage, "synthetic", held_out, self.rollout, self.config)
         self.outcome.evals.append(result)
         self.run_dir.append_jsonl(f"traces/eval-{stage}.jsonl", records)

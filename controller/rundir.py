@@ -33,8 +33,9 @@ class RunDirectory:
         (path / "config.yaml").write_text(dump_config(config))
         return run
 
-    def log(self, stage: str, step: int, **values) -> None:
-        record = {"time": time.time(), "stage": stage, "step": step, **values}
+    def log(self, event: str, step: int, **values) -> None:
+        """Append one record: `event` names what happened (sft, grpo, eval, weight_sync, stage, error)."""
+        record = {"time": time.time(), "event": event, "step": step, **values}
         self._metrics.write(json.dumps(record, ensure_ascii=False, default=float) + "\n")
         self._metrics.flush()
 

@@ -21,6 +21,7 @@ import torch
 
 from learner.losses import GRPOStats, grpo_loss, sft_loss, token_logprobs
 from mtr.config import LearnerConfig
+from mtr.modelprep import resolve_model_path
 from mtr.weights import weights_checksum
 
 # Floor of the cosine schedule, as a share of the peak rate: steps past `total_steps` still learn.
@@ -130,7 +131,7 @@ def _validate_grpo_fields(seq: TrainSequence, where: str) -> None:
         raise ValueError(f"{where}: old_logprobs has {len(seq.old_logprobs)} entries for {len(seq.token_ids)} tokens")
     if not math.isfinite(seq.advantage):
         raise ValueError(f"{where}: advantage {seq.advantage} is not finite")
-    for t, (lp, m) in enumerate(zip(seq.old_logprobs, seq.loss_mask)):
+    for t, (lp, m) in enumerate(zip(seq.old_logprobs, seq.loss_mask, strict=True)):
         if m and not math.isfinite(lp):
             raise ValueError(f"{where}: old_logprobs[{t}] = {lp} is not finite on a policy token")
 
@@ -175,7 +176,7 @@ class PolicyLearner:
         if total_steps < 1:
             raise ValueError(f"total_steps must be at least 1, got {total_steps}")
         self.config = config
-        self.model_path = Path(model_path)
+        self.model_path = resolve_model_path(str(model_path))
         self.total_steps = total_steps
         self._version = 0
         self._constant_lr: float | None = None
@@ -189,17 +190,13 @@ class PolicyLearner:
         import deepspeed
         from transformers import AutoModelForCausalLM
 
-        if not (self.model_path / "config.json").is_file():
-            raise FileNotFoundError(f"learner: {self.model_path} is not a Hugging Face checkpoint (no config.json)")
         model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
         model.config.use_cache = False
         model.train()
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=self._lr_for(0), weight_decay=self.config.weight_decay, betas=(0.9, 0.999)
         )
-        engine, ds_optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, config=self._deepspeed_config()
-        )
+        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=self._deepspeed_config())
         return engine, optimizer
 
     def _deepspeed_config(self) -> dict:
@@ -230,9 +227,9 @@ class PolicyLearner:
             return self._constant_lr
         return warmup_cosine_lr(step, self.config.lr, self.config.warmup_steps, self.total_steps)
 
-    def set_learning_rate(self, lr: float) -> None:
-        """Train at a constant `lr` from the next step on, leaving the warm-up/cosine schedule (Stage 2)."""
-        if not (math.isfinite(lr) and lr > 0):
+    def set_learning_rate(self, lr: float | None) -> None:
+        """Train at a constant `lr` from the next step on (Stage 2's own rate); None returns to the schedule."""
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"learning rate must be positive and finite, got {lr}")
         self._constant_lr = lr
 

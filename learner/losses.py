@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+# Bound on |new - old| log-prob before exp: a far off-policy token (stale or mismatched sampler log-probs)
+# would otherwise overflow the ratio to inf and, with a negative advantage, the loss with it.
+MAX_LOG_RATIO = 20.0
+
 
 @dataclass(frozen=True)
 class GRPOStats:
@@ -72,6 +76,7 @@ def grpo_loss(
         raise ValueError(f"advantages must be [B]={logprobs.shape[0]}, got {tuple(advantages.shape)}")
     mask = loss_mask.bool()  # [B,T]
     log_ratio = torch.where(mask, logprobs - old_logprobs, torch.zeros_like(logprobs))  # [B,T], 0 off-mask
+    log_ratio = log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
     ratio = log_ratio.exp()  # [B,T]
     adv = advantages.to(logprobs.dtype).unsqueeze(1)  # [B,1]
     unclipped = ratio * adv  # [B,T]

@@ -1,0 +1,151 @@
+"""The gRPC face of the learner: LearnerService (TrainStep, GetStatus, SaveCheckpoint) plus standard health.
+
+Learner calls block for seconds, so they run in a worker thread (one at a time, in arrival order) while
+the event loop keeps answering health checks. Bad requests come back as INVALID_ARGUMENT, learner
+failures as INTERNAL, both with a readable message.
+
+Run standalone: `python -m learner.service --config run.yaml --address 127.0.0.1:50061`
+(normally the controller starts it inside a Ray actor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from mtr.grpcutil import CHANNEL_OPTIONS, add_health
+from mtr.v1 import learner_service_pb2 as pb
+from mtr.v1 import learner_service_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from learner.engine import PolicyLearner, StepResult, TrainSequence
+
+SERVICE_NAME = "mtr.v1.LearnerService"
+
+# publish(version) -> (seconds, bytes): puts the weights of `version` where rollout workers fetch them.
+PublishFn = Callable[[int], tuple[float, int]]
+
+
+def sequences_from_proto(messages: Sequence[pb.TrainSequence]) -> list[TrainSequence]:
+    from learner.engine import TrainSequence
+
+    return [
+        TrainSequence(
+            token_ids=list(m.token_ids),
+            loss_mask=list(m.loss_mask),
+            old_logprobs=list(m.old_logprobs) if len(m.old_logprobs) else None,
+            advantage=m.advantage,
+        )
+        for m in messages
+    ]
+
+
+class LearnerServicer(pb_grpc.LearnerServiceServicer):
+    def __init__(self, learner: PolicyLearner, publish: PublishFn | None) -> None:
+        self.learner = learner
+        self.publish = publish
+        self.steps = 0
+        self._lock = asyncio.Lock()  # the learner is not thread-safe: one call at a time
+
+    async def _run(self, context: grpc.aio.ServicerContext, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking learner call in a thread; map its exceptions to gRPC status codes."""
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(fn, *args)
+            except (ValueError, FileExistsError) as exc:
+                code, message = grpc.StatusCode.INVALID_ARGUMENT, f"{what}: {exc}"
+            except Exception as exc:  # noqa: BLE001 - any learner failure must reach the caller readably
+                code, message = grpc.StatusCode.INTERNAL, f"{what}: {type(exc).__name__}: {exc}"
+        await context.abort(code, message)
+
+    def _train(self, objective: int, sequences: list[TrainSequence], lr: float | None) -> StepResult:
+        self.learner.set_learning_rate(lr)
+        if objective == pb.OBJECTIVE_SFT:
+            return self.learner.sft_step(sequences)
+        return self.learner.grpo_step(sequences)
+
+    async def TrainStep(self, request: pb.TrainStepRequest, context: grpc.aio.ServicerContext) -> pb.TrainStepResponse:
+        if request.objective not in (pb.OBJECTIVE_SFT, pb.OBJECTIVE_GRPO):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"TrainStep: unknown objective {request.objective}")
+        if request.publish_weights and self.publish is None:
+            message = "TrainStep: publish_weights was asked, but this learner has no publisher"
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, message)
+        sequences = sequences_from_proto(request.sequences)
+        lr = request.learning_rate if request.learning_rate > 0 else None
+        result = await self._run(context, "TrainStep", self._train, request.objective, sequences, lr)
+        self.steps += 1
+        publish_seconds, publish_bytes = 0.0, 0
+        if request.publish_weights:
+            publish_seconds, publish_bytes = await self._run(context, "publish", self.publish, self.learner.version)
+        return pb.TrainStepResponse(
+            version=self.learner.version,
+            loss=result.loss,
+            grad_norm=result.grad_norm,
+            seconds=result.seconds,
+            tokens=result.tokens,
+            clip_fraction=result.clip_fraction,
+            learning_rate=result.learning_rate,
+            publish_seconds=publish_seconds,
+            publish_bytes=publish_bytes,
+        )
+
+    async def GetStatus(
+        self, request: pb.GetLearnerStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetLearnerStatusResponse:
+        checksum = await self._run(context, "GetStatus", self.learner.checksum) if request.compute_checksum else ""
+        return pb.GetLearnerStatusResponse(version=self.learner.version, steps=self.steps, checksum=checksum)
+
+    async def SaveCheckpoint(
+        self, request: pb.SaveCheckpointRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SaveCheckpointResponse:
+        if not request.path:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "SaveCheckpoint: the request has no path")
+        saved = await self._run(context, "SaveCheckpoint", self.learner.save_hf, request.path)
+        return pb.SaveCheckpointResponse(path=str(saved))
+
+
+async def create_server(
+    address: str, learner: PolicyLearner, publish: PublishFn | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """Bind `address` ("host:port"; port 0 picks a free one), start serving, return the server and bound port."""
+    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"learner: cannot listen on {address} (in use, or not an address of this host)") from exc
+    pb_grpc.add_LearnerServiceServicer_to_server(LearnerServicer(learner, publish), server)
+    await add_health(server, [SERVICE_NAME])
+    await server.start()
+    return server, port
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve one learner until interrupted; weights are not published (no Ray) in this standalone mode."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="Run config YAML (defaults apply when omitted).")
+    parser.add_argument("--set", action="append", default=[], help="Dotted override, e.g. learner.lr=1e-5.")
+    parser.add_argument("--address", default="127.0.0.1:50061", help="host:port to listen on.")
+    parser.add_argument("--total-steps", type=int, help="Length of the LR schedule (default: sft + grpo steps).")
+    args = parser.parse_args(argv)
+
+    from learner.engine import PolicyLearner
+    from mtr.config import load_config
+
+    config = load_config(args.config, args.set)
+    total_steps = args.total_steps or max(1, config.sft.steps + config.grpo.steps)
+    learner = PolicyLearner(config.model.path, config.learner, total_steps)
+
+    async def serve() -> None:
+        server, port = await create_server(args.address, learner)
+        print(f"learner serving on {args.address.rsplit(':', 1)[0]}:{port}", flush=True)
+        await server.wait_for_termination()
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Token log-probs, SFT and GRPO losses: alignment, masking, normalization, clipping, zero-advantage gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from learner.losses import grpo_loss, sft_loss, token_logprobs
+
+
+def _random_logits(b: int = 2, t: int = 6, v: int = 5, seed: int = 0) -> torch.Tensor:
+    return torch.randn(b, t, v, generator=torch.Generator().manual_seed(seed))
+
+
+def test_token_logprobs_hand_example():
+    # Vocabulary of 2; position 0 predicts token 1, position 1 predicts token 2.
+    logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0], [5.0, 5.0]]])  # [1,3,2]
+    ids = torch.tensor([[1, 1, 0]])
+    out = token_logprobs(logits, ids)
+    assert out.shape == (1, 3)
+    assert out[0, 0].item() == 0.0
+    assert out[0, 1].item() == pytest.approx(math.log(0.5))  # p(1 | pos 0) = 1/2
+    assert out[0, 2].item() == pytest.approx(math.log(0.75))  # p(0 | pos 1) = 3/(3+1)
+
+
+def test_token_logprobs_matches_log_softmax():
+    logits, ids = _random_logits(), torch.randint(0, 5, (2, 6), generator=torch.Generator().manual_seed(1))
+    expected = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    assert torch.allclose(token_logprobs(logits, ids)[:, 1:], expected, atol=1e-6)
+
+
+def test_token_logprobs_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="mismatch"):
+        token_logprobs(_random_logits(), torch.zeros(2, 5, dtype=torch.long))
+
+
+def _sft(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return sft_loss(token_logprobs(logits, ids), mask)
+
+
+def test_sft_ignores_logits_that_predict_masked_tokens():
+    logits, ids = _random_logits(), torch.randint(0, 5, (2, 6), generator=torch.Generator().manual_seed(2))
+    mask = torch.tensor([[0, 0, 1, 1, 0, 0], [0, 1, 0, 0, 1, 0]], dtype=torch.float32)
+    base = _sft(logits, ids, mask)
+    changed = logits.clone()
+    # Position t-1 predicts token t: disturb every position whose next token is masked out (and the last).
+    for row in range(2):
+        for t in range(6):
+            if t == 5 or mask[row, t + 1] == 0:
+                changed[row, t] = 100.0 * torch.randn(5)
+    assert torch.allclose(_sft(changed, ids, mask), base)
+    changed[0, 1] += torch.tensor([9.0, -9.0, 3.0, 0.0, 1.0])  # predicts token 2, which carries loss
+    assert not torch.allclose(_sft(changed, ids, mask), base)
+
+
+def test_sft_is_token_mean_and_normalizer_splits_it_exactly():
+    logprobs = torch.tensor([[0.0, -1.0, -2.0], [0.0, -3.0, -5.0]])
+    mask = torch.tensor([[0, 1, 1], [0, 0, 1]], dtype=torch.float32)
+    assert sft_loss(logprobs, mask).item() == pytest.approx((1 + 2 + 5) / 3)
+    halves = sft_loss(logprobs[:1], mask[:1], normalizer=3) + sft_loss(logprobs[1:], mask[1:], normalizer=3)
+    assert halves.item() == pytest.approx(sft_loss(logprobs, mask).item())
+
+
+def test_sft_without_masked_tokens_is_an_error():
+    with pytest.raises(ValueError, match="no token carries loss"):
+        sft_loss(torch.zeros(1, 3), torch.zeros(1, 3))
+
+
+def test_grpo_zero_advantages_give_zero_gradient():
+    logits = _random_logits().requires_grad_()
+    ids = torch.randint(0, 5, (2, 6), generator=torch.Generator().manual_seed(3))
+    mask = torch.tensor([[0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1]], dtype=torch.float32)
+    old = token_logprobs(logits, ids).detach() - 0.3
+    loss, _ = grpo_loss(token_logprobs(logits, ids), old, torch.zeros(2), mask, clip_eps=0.2)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.count_nonzero(logits.grad) == 0
+
+    logits.grad = None
+    loss, _ = grpo_loss(token_logprobs(logits, ids), old, torch.tensor([1.0, -0.5]), mask, clip_eps=0.2)
+    loss.backward()
+    assert torch.count_nonzero(logits.grad) > 0
+
+
+def test_grpo_on_policy_loss_is_minus_token_weighted_advantage():
+    logprobs = torch.tensor([[0.0, -1.0, -2.0, -0.5], [0.0, -0.1, -0.2, -0.3]])
+    mask = torch.tensor([[0, 1, 1, 1], [0, 1, 0, 0]], dtype=torch.float32)
+    loss, stats = grpo_loss(logprobs, logprobs.clone(), torch.tensor([2.0, -1.0]), mask, clip_eps=0.2)
+    assert loss.item() == pytest.approx(-(3 * 2.0 + 1 * -1.0) / 4)
+    assert stats.mean_ratio == pytest.approx(1.0)
+    assert stats.clip_fraction == 0.0
+    assert stats.tokens == 4
+
+
+def test_grpo_counts_only_tokens_whose_gradient_the_clip_removes():
+    old = torch.zeros(2, 5)
+    # Row 0 (A>0): ratios e^0.5 (clipped), e^-0.5 (not: min keeps the smaller unclipped term), 1, 1.
+    # Row 1 (A<0): ratio e^-0.5 is clipped, e^0.5 is not.
+    new = torch.tensor([[0.0, 0.5, -0.5, 0.0, 0.0], [0.0, -0.5, 0.5, 0.0, 0.0]])
+    mask = torch.tensor([[0, 1, 1, 1, 1], [0, 1, 1, 0, 0]], dtype=torch.float32)
+    _, stats = grpo_loss(new, old, torch.tensor([1.0, -1.0]), mask, clip_eps=0.2)
+    assert stats.tokens == 6
+    assert stats.clip_fraction == pytest.approx(2 / 6)
+
+
+def test_grpo_ignores_garbage_at_masked_positions():
+    new = torch.tensor([[0.0, -1.0, -2.0]])
+    old = torch.tensor([[float("nan"), -1.2, float("-inf")]])
+    mask = torch.tensor([[0, 1, 0]], dtype=torch.float32)
+    loss, stats = grpo_loss(new, old, torch.tensor([1.0]), mask, clip_eps=0.2)
+    assert math.isfinite(loss.item())
+    assert stats.mean_ratio == pytest.approx(math.exp(0.2))
+
+
+def test_grpo_far_off_policy_tokens_stay_finite():
+    new, old = torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, -500.0]])
+    loss, _ = grpo_loss(new, old, torch.tensor([-1.0]), torch.tensor([[0.0, 1.0]]), clip_eps=0.2)
+    assert math.isfinite(loss.item())
+
+
+def test_grpo_rejects_advantages_of_wrong_shape():
+    with pytest.raises(ValueError, match="advantages"):
+        grpo_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3), torch.ones(2, 3), clip_eps=0.2)

@@ -1,0 +1,88 @@
+"""Packed weights survive the bytes round trip, and checksums identify weights regardless of order."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from mtr.weights import PackedTensor, pack_state_dict, unpack, weights_checksum
+
+
+def _weights(seed: int = 0) -> list[tuple[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        ("model.embed_tokens.weight", torch.randn(7, 4, generator=g)),
+        ("model.norm.weight", torch.randn(4, generator=g)),
+        ("model.layers.0.mlp.up_proj.weight", torch.randn(3, 4, generator=g)),
+        ("scalar", torch.tensor(1.5)),
+        ("empty", torch.zeros(0, 4)),
+    ]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_pack_unpack_round_trip(dtype):
+    weights = _weights()
+    packed = pack_state_dict(weights, dtype=dtype)
+    assert [p.name for p in packed] == [name for name, _ in weights]
+    assert all(isinstance(p.data, bytes) and p.dtype == dtype for p in packed)
+    restored = dict(unpack(packed))
+    for name, tensor in weights:
+        expected = tensor.to(getattr(torch, dtype))
+        assert restored[name].dtype == expected.dtype
+        assert restored[name].shape == expected.shape
+        assert torch.equal(restored[name], expected)
+
+
+def test_pack_handles_non_contiguous_tensors():
+    tensor = torch.arange(12, dtype=torch.float32).reshape(3, 4).t()  # a transposed view
+    ((name, restored),) = unpack(pack_state_dict([("t", tensor)], dtype="float32"))
+    assert torch.equal(restored, tensor)
+
+
+def test_unpack_rejects_wrong_byte_count():
+    bad = PackedTensor(name="w", dtype="float32", shape=(2, 2), data=b"\x00" * 12)
+    with pytest.raises(ValueError, match="'w': 12 bytes"):
+        list(unpack([bad]))
+
+
+def test_unsupported_dtype_is_rejected():
+    with pytest.raises(ValueError, match="unsupported weight dtype 'int8'"):
+        pack_state_dict(_weights(), dtype="int8")
+
+
+def test_packed_tensor_is_frozen():
+    packed = pack_state_dict(_weights()[:1])[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        packed.name = "other"  # type: ignore[misc]
+
+
+def test_checksum_ignores_order_and_catches_one_changed_value():
+    weights = _weights()
+    reference = weights_checksum(weights)
+    assert weights_checksum(list(reversed(weights))) == reference
+    changed = [(name, t.clone()) for name, t in weights]
+    changed[2][1][1, 2] += 0.5
+    assert weights_checksum(changed) != reference
+
+
+def test_checksum_is_taken_in_the_broadcast_dtype():
+    # The learner trains in fp32, a rollout engine holds the bf16 broadcast: same weights, same checksum.
+    fp32 = _weights()
+    received = unpack(pack_state_dict(fp32, dtype="bfloat16"))
+    assert weights_checksum(received) == weights_checksum(fp32)
+    assert weights_checksum(fp32, dtype="float32") != weights_checksum(fp32, dtype="bfloat16")
+
+
+def test_checksum_sees_names_and_shapes():
+    weights = _weights()
+    renamed = [("other", weights[0][1]), *weights[1:]]
+    reshaped = [(weights[0][0], weights[0][1].reshape(4, 7)), *weights[1:]]
+    assert weights_checksum(renamed) != weights_checksum(weights)
+    assert weights_checksum(reshaped) != weights_checksum(weights)
+
+
+def test_checksum_rejects_duplicate_names():
+    with pytest.raises(ValueError, match="appears twice"):
+        weights_checksum(_weights() + _weights()[:1])
