@@ -31,15 +31,24 @@ class EvalResult:
 
     def row(self) -> dict:
         return {
-            "stage": self.stage, "dataset": self.dataset, "n": self.count, "em": self.exact_match, "f1": self.f1,
-            "valid": self.valid_rate, "tool_calls": self.mean_tool_calls, "version": self.policy_version,
+            "stage": self.stage,
+            "dataset": self.dataset,
+            "n": self.count,
+            "em": self.exact_match,
+            "f1": self.f1,
+            "valid": self.valid_rate,
+            "tool_calls": self.mean_tool_calls,
+            "version": self.policy_version,
         }
 
 
 def greedy_sampling(config: RunConfig, seed: int) -> rpb.SamplingConfig:
     return rpb.SamplingConfig(
-        temperature=0.0, top_p=1.0, max_tokens_per_turn=config.rollout.max_tokens_per_turn,
-        max_turns=config.rollout.max_turns, seed=seed,
+        temperature=0.0,
+        top_p=1.0,
+        max_tokens_per_turn=config.rollout.max_tokens_per_turn,
+        max_turns=config.rollout.max_turns,
+        seed=seed,
     )
 
 
@@ -65,8 +74,17 @@ def evaluate(
         buckets[f"type={task.question_type}"].append(breakdown)
         buckets[f"hops={task.hops}"].append(breakdown)
         buckets["all"].append(breakdown)
-        records.append({"stage": stage, "task_id": task.id, "question": task.question, "gold": list(task.answers),
-                        "text": trace.text, "finish_reason": trace.finish_reason, **breakdown.as_dict()})
+        records.append(
+            {
+                "stage": stage,
+                "task_id": task.id,
+                "question": task.question,
+                "gold": list(task.answers),
+                "text": trace.text,
+                "finish_reason": trace.finish_reason,
+                **breakdown.as_dict(),
+            }
+        )
     overall = buckets.pop("all")
     result = EvalResult(
         stage=stage,
@@ -76,8 +94,10 @@ def evaluate(
         f1=_mean(b.f1 for b in overall),
         valid_rate=_mean(b.format_valid for b in overall),
         mean_tool_calls=_mean(len(g.traces[0].tool_calls) for g in response.groups),
-        by_type={k: {"n": len(v), "em": _mean(b.exact_match for b in v), "f1": _mean(b.f1 for b in v)}
-                 for k, v in sorted(buckets.items())},
+        by_type={
+            k: {"n": len(v), "em": _mean(b.exact_match for b in v), "f1": _mean(b.f1 for b in v)}
+            for k, v in sorted(buckets.items())
+        },
         policy_version=response.policy_version,
     )
     return result, records

@@ -12,9 +12,13 @@ log = logging.getLogger("mtr.run")
 
 def run(config: RunConfig) -> int:
     from controller.pipeline import Pipeline
-    from mtr.modelprep import resolve_model_path
+    from mtr.modelprep import ModelPrepError, resolve_model_path
 
-    model_path = str(resolve_model_path(config.model.path))
+    try:
+        model_path = str(resolve_model_path(config.model.path))
+    except ModelPrepError as error:
+        print(f"mtr run: model.path: {error}", file=sys.stderr)
+        return 2
     pipeline = Pipeline(config, model_path)
     try:
         outcome = pipeline.run()
@@ -24,7 +28,9 @@ def run(config: RunConfig) -> int:
         return 1
     print(f"\n{'stage':<8} {'n':>4} {'EM':>6} {'F1':>6} {'valid':>6} {'calls':>6}")
     for e in outcome.evals:
-        print(f"{e.stage:<8} {e.count:>4} {e.exact_match:>6.3f} {e.f1:>6.3f} {e.valid_rate:>6.2f} "
-              f"{e.mean_tool_calls:>6.2f}")
+        print(
+            f"{e.stage:<8} {e.count:>4} {e.exact_match:>6.3f} {e.f1:>6.3f} {e.valid_rate:>6.2f} "
+            f"{e.mean_tool_calls:>6.2f}"
+        )
     print(f"\nrun directory: {outcome.run_dir}")
     return 0

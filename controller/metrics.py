@@ -20,7 +20,9 @@ class ControllerMetrics:
         self.learner_loss = Gauge("mtr_learner_loss", "Loss of the last learner step.", ["objective"], registry=r)
         self.grad_norm = Gauge("mtr_learner_grad_norm", "Gradient norm of the last learner step.", registry=r)
         self.weight_sync = Histogram(
-            "mtr_weight_sync_seconds", "Publish + load of a weights version.", registry=r,
+            "mtr_weight_sync_seconds",
+            "Publish + load of a weights version.",
+            registry=r,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
         )
         self.weight_sync_bytes = Counter("mtr_weight_sync_bytes", "Bytes of weights moved to rollout.", registry=r)

@@ -171,8 +171,14 @@ class Pipeline:
     def synthesize(self, train: list[Task]):
         report = synthesize(train, self.simulator)
         self.run_dir.append_jsonl("traces/sft.jsonl", (to_openai(trace) for _, trace in report.accepted))
-        self.run_dir.log("synth", 0, attempted=report.attempted, accepted=len(report.accepted),
-                         acceptance_rate=report.acceptance_rate, rejected=dict(report.rejected))
+        self.run_dir.log(
+            "synth",
+            0,
+            attempted=report.attempted,
+            accepted=len(report.accepted),
+            acceptance_rate=report.acceptance_rate,
+            rejected=dict(report.rejected),
+        )
         log.info("AutoAgent accepted %d/%d traces (%s)", len(report.accepted), report.attempted, dict(report.rejected))
         if not report.accepted:
             raise RuntimeError(f"the AutoAgent accepted no trace out of {report.attempted}: {dict(report.rejected)}")

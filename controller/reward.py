@@ -85,16 +85,31 @@ def score_trace(
     correctness = em if config.correctness == "em" else f1
     reward = config.w_answer * correctness + config.w_consistency * consistency
     return RewardBreakdown(
-        reward=reward, correctness=correctness, exact_match=em, f1=f1, consistency=consistency,
-        answer=answer, format_error="", **parts,
+        reward=reward,
+        correctness=correctness,
+        exact_match=em,
+        f1=f1,
+        consistency=consistency,
+        answer=answer,
+        format_error="",
+        **parts,
     )
 
 
 def _unparsable(config: RewardConfig, reason: str) -> RewardBreakdown:
     return RewardBreakdown(
-        reward=config.format_penalty, correctness=0.0, exact_match=0.0, f1=0.0, format_valid=0.0,
-        schema_valid_calls=0.0, grounded=0.0, no_repeated_calls=0.0, within_budget=0.0, consistency=0.0,
-        answer=None, format_error=reason,
+        reward=config.format_penalty,
+        correctness=0.0,
+        exact_match=0.0,
+        f1=0.0,
+        format_valid=0.0,
+        schema_valid_calls=0.0,
+        grounded=0.0,
+        no_repeated_calls=0.0,
+        within_budget=0.0,
+        consistency=0.0,
+        answer=None,
+        format_error=reason,
     )
 
 

@@ -43,13 +43,24 @@ class LocalSimulatorFarm:
         ready.unlink(missing_ok=True)
         log = self.log_dir / f"simulator-{index}.log"
         command = [
-            sys.executable, "-m", "simulator", "serve",
-            "--host", self.config.host, "--port", "0",
-            "--world-seed", str(self.world_seed),
-            "--top-k", str(self.config.top_k),
-            "--max-argument-chars", str(self.config.max_argument_chars),
-            "--ready-file", str(ready),
-            "--name", f"replica-{index}",
+            sys.executable,
+            "-m",
+            "simulator",
+            "serve",
+            "--host",
+            self.config.host,
+            "--port",
+            "0",
+            "--world-seed",
+            str(self.world_seed),
+            "--top-k",
+            str(self.config.top_k),
+            "--max-argument-chars",
+            str(self.config.max_argument_chars),
+            "--ready-file",
+            str(ready),
+            "--name",
+            f"replica-{index}",
         ]
         with log.open("ab") as handle:
             process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -28,8 +28,13 @@ log = logging.getLogger("mtr.train")
 
 
 def sync_weights(
-    version: int, publish_seconds: float, learner: LearnerClient, rollout: RolloutClient,
-    metrics: ControllerMetrics, run_dir: RunDirectory, verify: bool = False,
+    version: int,
+    publish_seconds: float,
+    learner: LearnerClient,
+    rollout: RolloutClient,
+    metrics: ControllerMetrics,
+    run_dir: RunDirectory,
+    verify: bool = False,
 ) -> bool | None:
     """Load `version` on the rollout worker; with `verify`, compare its checksum with the learner's."""
     loaded = rollout.load_weights(version, compute_checksum=verify)
@@ -39,14 +44,27 @@ def sync_weights(
     match = None
     if verify:
         match = loaded.checksum == learner.status(compute_checksum=True).checksum
-    run_dir.log("weight_sync", version, publish_seconds=publish_seconds, load_seconds=loaded.seconds,
-                bytes=loaded.bytes, checksum_match=match)
+    run_dir.log(
+        "weight_sync",
+        version,
+        publish_seconds=publish_seconds,
+        load_seconds=loaded.seconds,
+        bytes=loaded.bytes,
+        checksum_match=match,
+    )
     return match
 
 
 class SFTStepper:
-    def __init__(self, config: RunConfig, learner: LearnerClient, rollout: RolloutClient, model_path: str,
-                 run_dir: RunDirectory, metrics: ControllerMetrics) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        learner: LearnerClient,
+        rollout: RolloutClient,
+        model_path: str,
+        run_dir: RunDirectory,
+        metrics: ControllerMetrics,
+    ) -> None:
         self.config, self.learner, self.rollout = config, learner, rollout
         self.model_path, self.run_dir, self.metrics = model_path, run_dir, metrics
         self.checksums_match: bool | None = None
@@ -71,8 +89,15 @@ class SFTStepper:
             self._record(step, response)
             publish = response
         if steps:
-            self.checksums_match = sync_weights(publish.version, publish.publish_seconds, self.learner, self.rollout,
-                                                self.metrics, self.run_dir, verify=True)
+            self.checksums_match = sync_weights(
+                publish.version,
+                publish.publish_seconds,
+                self.learner,
+                self.rollout,
+                self.metrics,
+                self.run_dir,
+                verify=True,
+            )
             log.info("SFT weights v%d on the rollout worker; checksum match: %s", publish.version, self.checksums_match)
         return losses
 
@@ -86,21 +111,40 @@ class SFTStepper:
         self.metrics.learner_step.labels(objective="sft").observe(response.seconds)
         self.metrics.learner_loss.labels(objective="sft").set(response.loss)
         self.metrics.grad_norm.set(response.grad_norm)
-        self.run_dir.log("sft", step, loss=response.loss, grad_norm=response.grad_norm, tokens=response.tokens,
-                         seconds=response.seconds, lr=response.learning_rate, version=response.version)
+        self.run_dir.log(
+            "sft",
+            step,
+            loss=response.loss,
+            grad_norm=response.grad_norm,
+            tokens=response.tokens,
+            seconds=response.seconds,
+            lr=response.learning_rate,
+            version=response.version,
+        )
         log.info("sft step %d loss %.4f (%.1fs)", step, response.loss, response.seconds)
 
 
 class GRPOStepper:
-    def __init__(self, config: RunConfig, learner: LearnerClient, rollout: RolloutClient,
-                 run_dir: RunDirectory, metrics: ControllerMetrics) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        learner: LearnerClient,
+        rollout: RolloutClient,
+        run_dir: RunDirectory,
+        metrics: ControllerMetrics,
+    ) -> None:
         self.config, self.learner, self.rollout = config, learner, rollout
         self.run_dir, self.metrics = run_dir, metrics
 
     def sampling(self, step: int) -> rpb.SamplingConfig:
         r = self.config.rollout
-        return rpb.SamplingConfig(temperature=r.temperature, top_p=r.top_p, max_tokens_per_turn=r.max_tokens_per_turn,
-                                  max_turns=r.max_turns, seed=self.config.seed * 100_003 + step)
+        return rpb.SamplingConfig(
+            temperature=r.temperature,
+            top_p=r.top_p,
+            max_tokens_per_turn=r.max_tokens_per_turn,
+            max_turns=r.max_turns,
+            seed=self.config.seed * 100_003 + step,
+        )
 
     def run(self, train: Sequence[Task], rng: random.Random) -> list[float]:
         mean_rewards = []
@@ -115,8 +159,10 @@ class GRPOStepper:
         by_id = {t.id: t for t in tasks}
         sequences, scored, dropped = [], [], 0
         for group in response.groups:
-            scores = [score(tr, by_id[group.task_id], self.config.rollout.max_turns, self.config.reward)
-                      for tr in group.traces]
+            scores = [
+                score(tr, by_id[group.task_id], self.config.rollout.max_turns, self.config.reward)
+                for tr in group.traces
+            ]
             scored.extend(zip(group.traces, scores, strict=True))
             self.metrics.rollout_sequences.inc(len(group.traces))
             rewards = [s.reward for s in scores]
@@ -124,30 +170,62 @@ class GRPOStepper:
                 dropped += 1
                 continue
             for trace, advantage in zip(group.traces, group_advantages(rewards), strict=True):
-                sequences.append(lpb.TrainSequence(token_ids=trace.token_ids, loss_mask=trace.loss_mask,
-                                                   old_logprobs=trace.logprobs, advantage=advantage))
+                sequences.append(
+                    lpb.TrainSequence(
+                        token_ids=trace.token_ids,
+                        loss_mask=trace.loss_mask,
+                        old_logprobs=trace.logprobs,
+                        advantage=advantage,
+                    )
+                )
         self.metrics.groups_dropped.inc(dropped)
         components = {name: statistics.fmean(getattr(s, name) for _, s in scored) for name in COMPONENTS}
         for name, value in components.items():
             self.metrics.reward.labels(component=name).set(value)
-        record = {"rollout_seconds": response.seconds, "generated_tokens": response.generated_tokens,
-                  "groups_dropped": dropped, "groups": len(response.groups),
-                  "policy_version": response.policy_version, **components}
+        record = {
+            "rollout_seconds": response.seconds,
+            "generated_tokens": response.generated_tokens,
+            "groups_dropped": dropped,
+            "groups": len(response.groups),
+            "policy_version": response.policy_version,
+            **components,
+        }
         if sequences:
-            update = self.learner.train_step(lpb.OBJECTIVE_GRPO, sequences, publish_weights=True,
-                                             learning_rate=self.config.grpo.lr or 0.0)
-            record.update(loss=update.loss, grad_norm=update.grad_norm, clip_fraction=update.clip_fraction,
-                          learner_seconds=update.seconds, version=update.version)
+            update = self.learner.train_step(
+                lpb.OBJECTIVE_GRPO, sequences, publish_weights=True, learning_rate=self.config.grpo.lr or 0.0
+            )
+            record.update(
+                loss=update.loss,
+                grad_norm=update.grad_norm,
+                clip_fraction=update.clip_fraction,
+                learner_seconds=update.seconds,
+                version=update.version,
+            )
             self.metrics.learner_step.labels(objective="grpo").observe(update.seconds)
             self.metrics.learner_loss.labels(objective="grpo").set(update.loss)
-            sync_weights(update.version, update.publish_seconds, self.learner, self.rollout, self.metrics,
-                         self.run_dir)
+            sync_weights(update.version, update.publish_seconds, self.learner, self.rollout, self.metrics, self.run_dir)
         self.run_dir.log("grpo", step, **record)
-        self.run_dir.append_jsonl("traces/grpo.jsonl", (
-            {"step": step, "task_id": t.task_id, "sample": t.sample_index, "policy_version": t.policy_version,
-             "text": t.text, "finish_reason": t.finish_reason, **s.as_dict()}
-            for t, s in scored
-        ))
-        log.info("grpo step %d reward %.3f EM %.3f dropped %d/%d groups", step, components["reward"],
-                 components["exact_match"], dropped, len(response.groups))
+        self.run_dir.append_jsonl(
+            "traces/grpo.jsonl",
+            (
+                {
+                    "step": step,
+                    "task_id": t.task_id,
+                    "sample": t.sample_index,
+                    "policy_version": t.policy_version,
+                    "text": t.text,
+                    "finish_reason": t.finish_reason,
+                    **s.as_dict(),
+                }
+                for t, s in scored
+            ),
+        )
+        log.info(
+            "grpo step %d reward %.3f EM %.3f dropped %d/%d groups",
+            step,
+            components["reward"],
+            components["exact_match"],
+            dropped,
+            len(response.groups),
+        )
         return components["reward"]

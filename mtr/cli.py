@@ -1,9 +1,9 @@
 """The `mtr` command. Parses arguments first and imports the heavy parts only for the subcommand that runs.
 
-    mtr run [--quick] [--config FILE] [--set section.key=value ...] [--ray-address ADDR]
-    mtr model prepare [--force]
-    mtr simulator serve [--replicas N] [...]     (see `mtr simulator serve --help`)
-    mtr config show [--quick] [--config FILE] [--set ...]
+mtr run [--quick] [--config FILE] [--set section.key=value ...] [--ray-address ADDR]
+mtr model prepare [--force]
+mtr simulator serve [--replicas N] [...]     (see `mtr simulator serve --help`)
+mtr config show [--quick] [--config FILE] [--set ...]
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file with any subset of the run configuration.")
     parser.add_argument("--quick", action="store_true", help="Small profile: the whole pipeline in a few minutes.")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="Dotted override, e.g. --set learner.lr=1e-5 (repeatable; applied last).",
     )
     parser.add_argument("--ray-address", help="Connect to this Ray cluster instead of starting a local one.")
@@ -46,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prepare.add_argument("--force", action="store_true", help="Convert again even if the cache is complete.")
     commands.add_parser(
-        "simulator", add_help=False,
+        "simulator",
+        add_help=False,
         help="The ToolMaker/ToolActor gRPC service: `mtr simulator serve --help`.",
     )
     config = commands.add_parser("config", help="Show the resolved configuration.")

@@ -154,7 +154,9 @@ def _format_validation_error(error: ValidationError, origin: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict | None = None
+) -> RunConfig:
     """Merge `base` (a profile), the YAML file at `path` and dotted overrides, then validate."""
     tree: dict[str, Any] = dict(base or {})
     origin = "defaults"

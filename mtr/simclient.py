@@ -115,6 +115,7 @@ class SimulatorClient:
         return ToolSet(tuple(json.loads(t) for t in response.tools_json), response.task_kind)
 
     def call_tool(self, task_id: str, name: str, arguments_json: str, documents: Sequence[Document] = ()) -> ToolResult:
+        """One call; `documents` (a task's own context) replace the replica's corpus for retrieval."""
         return self.call_many([ToolCallRequest(task_id, name, arguments_json, tuple(documents))])[0]
 
     def call_many(self, calls: Sequence[ToolCallRequest]) -> list[ToolResult]:

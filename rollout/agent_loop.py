@@ -108,8 +108,15 @@ def start_samples(tasks: Sequence[Task], group_size: int, tokenizer: Tokenizer) 
         prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
         for index in range(group_size):
             samples.append(
-                Sample(task, index, list(prompt_ids), [0.0] * len(prompt_ids), [0] * len(prompt_ids),
-                       len(prompt_ids), prompt)
+                Sample(
+                    task,
+                    index,
+                    list(prompt_ids),
+                    [0.0] * len(prompt_ids),
+                    [0] * len(prompt_ids),
+                    len(prompt_ids),
+                    prompt,
+                )
             )
     return samples
 

@@ -48,7 +48,9 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"group_size must be >= 1, got {request.group_size}")
         sampling = request.sampling
         if sampling.max_turns < 1 or sampling.max_tokens_per_turn < 1:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sampling.max_turns and max_tokens_per_turn must be >= 1")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "sampling.max_turns and max_tokens_per_turn must be >= 1"
+            )
         tasks = [from_proto(t) for t in request.tasks]
         limits = LoopLimits(sampling.max_turns, sampling.max_tokens_per_turn, self._max_model_len, sampling.seed)
         start = time.perf_counter()

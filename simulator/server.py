@@ -76,6 +76,8 @@ async def create_server(
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # gRPC shares ports by default; two replicas silently splitting one port would hide a config error.
+            ("grpc.so_reuseport", 0),
         ]
     )
     try:

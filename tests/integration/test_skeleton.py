@@ -23,13 +23,27 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def pipeline(tiny_model_dir, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    config = load_config(overrides=[
-        f"runs_dir={runs}", f"model.path={tiny_model_dir}", "name=skeleton",
-        "world.n_train=8", "world.n_eval=4", "eval.questions=4",
-        "sft.steps=8", "sft.batch_size=4", "learner.lr=3e-3", "learner.warmup_steps=0",
-        "grpo.steps=1", "grpo.questions_per_step=2", "grpo.lr=1e-3",
-        "rollout.group_size=4", "rollout.max_turns=2", "rollout.max_tokens_per_turn=16", "rollout.max_model_len=1024",
-    ])
+    config = load_config(
+        overrides=[
+            f"runs_dir={runs}",
+            f"model.path={tiny_model_dir}",
+            "name=skeleton",
+            "world.n_train=8",
+            "world.n_eval=4",
+            "eval.questions=4",
+            "sft.steps=8",
+            "sft.batch_size=4",
+            "learner.lr=3e-3",
+            "learner.warmup_steps=0",
+            "grpo.steps=1",
+            "grpo.questions_per_step=2",
+            "grpo.lr=1e-3",
+            "rollout.group_size=4",
+            "rollout.max_turns=2",
+            "rollout.max_tokens_per_turn=16",
+            "rollout.max_model_len=1024",
+        ]
+    )
     pipe = Pipeline(config, str(tiny_model_dir))
     pipe.setup()
     yield pipe
@@ -117,11 +131,17 @@ def _grpo_step_on_real_rollouts(pipeline, train):
         task = next(t for t in train if t.id == group.task_id)
         rewards = [score(tr, task, 2, pipeline.config.reward).reward for tr in group.traces]
         advantages = group_advantages(rewards) if has_signal(rewards) else [1.0, -1.0, 1.0, -1.0]
-        for trace, advantage in zip(group.traces, advantages):
+        for trace, advantage in zip(group.traces, advantages, strict=False):
             assert len(trace.token_ids) == len(trace.logprobs) == len(trace.loss_mask)
             assert sum(trace.loss_mask[: trace.prompt_tokens]) == 0
-            sequences.append(lpb.TrainSequence(token_ids=trace.token_ids, loss_mask=trace.loss_mask,
-                                               old_logprobs=trace.logprobs, advantage=advantage))
+            sequences.append(
+                lpb.TrainSequence(
+                    token_ids=trace.token_ids,
+                    loss_mask=trace.loss_mask,
+                    old_logprobs=trace.logprobs,
+                    advantage=advantage,
+                )
+            )
     before = pipeline.learner.status().version
     update = pipeline.learner.train_step(lpb.OBJECTIVE_GRPO, sequences, publish_weights=True, learning_rate=1e-3)
     assert math.isfinite(update.loss) and math.isfinite(update.grad_norm)

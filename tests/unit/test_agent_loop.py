@@ -73,7 +73,7 @@ def test_masks_text_and_batching():
         mask = "".join(map(str, s.loss_mask))
         assert mask == "0" * len(prompt) + "1" * len(CALL) + "0" * len(observation) + "1" * len(ANSWER)
         assert len(s.token_ids) == len(s.logprobs) == len(s.loss_mask)
-        assert all(lp == 0.0 for lp, m in zip(s.logprobs, s.loss_mask) if m == 0)
+        assert all(lp == 0.0 for lp, m in zip(s.logprobs, s.loss_mask, strict=False) if m == 0)
         assert json.loads(s.tool_calls[0].observation_json) == OBS
 
 

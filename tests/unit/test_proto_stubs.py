@@ -12,13 +12,25 @@ def test_stubs_are_fresh(tmp_path: Path):
     protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "proto" / "mtr" / "v1").glob("*.proto"))
     assert protos, "no .proto files found"
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-Iproto", f"--python_out={tmp_path}", f"--pyi_out={tmp_path}",
-         f"--grpc_python_out={tmp_path}", *protos],
-        cwd=ROOT, check=True,
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-Iproto",
+            f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            f"--grpc_python_out={tmp_path}",
+            *protos,
+        ],
+        cwd=ROOT,
+        check=True,
     )
     generated = sorted(p.name for p in (tmp_path / "mtr" / "v1").iterdir())
-    stale = [name for name in generated
-             if not filecmp.cmp(tmp_path / "mtr" / "v1" / name, ROOT / "mtr" / "v1" / name, shallow=False)]
+    stale = [
+        name
+        for name in generated
+        if not filecmp.cmp(tmp_path / "mtr" / "v1" / name, ROOT / "mtr" / "v1" / name, shallow=False)
+    ]
     assert not stale, f"stale generated stubs (run `make proto`): {stale}"
 
 

@@ -4,9 +4,22 @@ import subprocess
 import sys
 
 LIGHT_MODULES = [
-    "mtr.cli", "mtr.config", "mtr.task", "mtr.grammar", "mtr.toolschema", "mtr.answers", "mtr.world",
-    "mtr.simclient", "mtr.serviceclients", "mtr.broadcast", "mtr.placement", "mtr.weights", "mtr.modelprep",
-    "controller.reward", "controller.advantages", "controller.autoagent",
+    "mtr.cli",
+    "mtr.config",
+    "mtr.task",
+    "mtr.grammar",
+    "mtr.toolschema",
+    "mtr.answers",
+    "mtr.world",
+    "mtr.simclient",
+    "mtr.serviceclients",
+    "mtr.broadcast",
+    "mtr.placement",
+    "mtr.weights",
+    "mtr.modelprep",
+    "controller.reward",
+    "controller.advantages",
+    "controller.autoagent",
 ]
 
 
