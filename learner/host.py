@@ -30,7 +30,7 @@ def start(model_path: str, learner: dict, total_steps: int, broadcast: str = "ra
     weights = create_broadcast(broadcast)
 
     def publish(version: int) -> tuple[float, int]:
-        info = weights.publish(version, engine.named_weights())
+        info = weights.publish(version, engine.named_weights(), dtype=config.precision)
         return info.seconds, info.bytes
 
     server = BackgroundServer(lambda address: create_server(address, engine, publish), host=host)

@@ -59,13 +59,15 @@ class RolloutConfig(_Strict):
 
 
 class LearnerConfig(_Strict):
-    lr: float = Field(5e-5, gt=0.0, le=1.0, description="Peak learning rate.")
+    lr: float = Field(1e-4, gt=0.0, le=1.0, description="Peak learning rate.")
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_steps: int = Field(2, ge=0)
     max_grad_norm: float = Field(1.0, gt=0.0)
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage.")
     precision: Literal["float32", "bfloat16"] = Field(
-        "float32", description="Training precision (fp32 is the safe choice on CPU)."
+        "bfloat16",
+        description="Dtype of the weights the learner computes with (the optimizer keeps fp32 master weights); "
+        "must equal model.dtype so the rollout engine runs exactly the learner's weights.",
     )
     micro_batch_tokens: int = Field(4096, ge=256, description="Token budget of one micro-batch.")
     clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="GRPO importance-ratio clip.")
@@ -120,6 +122,17 @@ class RunConfig(_Strict):
     reward: RewardConfig = RewardConfig()
     eval: EvalConfig = EvalConfig()
     cluster: ClusterConfig = ClusterConfig()
+
+    @model_validator(mode="after")
+    def _rollout_runs_the_learners_weights(self) -> RunConfig:
+        # Measured: an fp32 learner broadcasting into a bf16 engine loses small fine-tuning updates to
+        # rounding, and the engine then behaves like an older policy than the learner's.
+        if self.learner.precision != self.model.dtype:
+            raise ValueError(
+                f"learner.precision ({self.learner.precision}) must equal model.dtype ({self.model.dtype}): "
+                "the rollout engine would otherwise round away the learner's updates"
+            )
+        return self
 
     @model_validator(mode="after")
     def _eval_fits_world(self) -> RunConfig:

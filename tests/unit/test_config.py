@@ -55,3 +55,10 @@ def test_quick_profile_and_every_shipped_profile_load():
     profiles = Path(__file__).resolve().parents[2] / "mtr" / "profiles"
     for profile in profiles.glob("*.yaml"):
         load_config(profile)
+
+
+def test_learner_and_engine_dtypes_must_agree():
+    with pytest.raises(ConfigError, match="learner.precision"):
+        load_config(overrides=["learner.precision=float32"])
+    config = load_config(overrides=["learner.precision=float32", "model.dtype=float32"])
+    assert config.model.dtype == "float32"
