@@ -55,6 +55,13 @@ def sync_weights(
     return match
 
 
+def grpo_sequence(trace: rpb.Trace, advantage: float) -> lpb.TrainSequence:
+    """A rollout trace as the learner takes it: ids, mask and the sampler's log-probs, plus its advantage."""
+    return lpb.TrainSequence(
+        token_ids=trace.token_ids, loss_mask=trace.loss_mask, old_logprobs=trace.logprobs, advantage=advantage
+    )
+
+
 class SFTStepper:
     def __init__(
         self,
@@ -169,15 +176,8 @@ class GRPOStepper:
             if not has_signal(rewards):
                 dropped += 1
                 continue
-            for trace, advantage in zip(group.traces, group_advantages(rewards), strict=True):
-                sequences.append(
-                    lpb.TrainSequence(
-                        token_ids=trace.token_ids,
-                        loss_mask=trace.loss_mask,
-                        old_logprobs=trace.logprobs,
-                        advantage=advantage,
-                    )
-                )
+            advantages = group_advantages(rewards)
+            sequences += [grpo_sequence(t, a) for t, a in zip(group.traces, advantages, strict=True)]
         self.metrics.groups_dropped.inc(dropped)
         components = {name: statistics.fmean(getattr(s, name) for _, s in scored) for name in COMPONENTS}
         for name, value in components.items():

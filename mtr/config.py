@@ -35,7 +35,7 @@ class ModelConfig(_Strict):
 class WorldConfig(_Strict):
     seed: int = Field(0, description="Seed of the embedded fictional world; same seed, same world and questions.")
     n_train: int = Field(64, ge=1, description="Training questions drawn from the world.")
-    n_eval: int = Field(32, ge=1, description="Held-out evaluation questions (disjoint from training).")
+    n_eval: int = Field(24, ge=1, description="Held-out evaluation questions (disjoint from training).")
 
 
 class SimulatorConfig(_Strict):
@@ -59,7 +59,7 @@ class RolloutConfig(_Strict):
 
 
 class LearnerConfig(_Strict):
-    lr: float = Field(1e-4, gt=0.0, le=1.0, description="Peak learning rate.")
+    lr: float = Field(2e-4, gt=0.0, le=1.0, description="Peak learning rate.")
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_steps: int = Field(2, ge=0)
     max_grad_norm: float = Field(1.0, gt=0.0)
@@ -75,8 +75,8 @@ class LearnerConfig(_Strict):
 
 
 class SFTConfig(_Strict):
-    steps: int = Field(30, ge=0, description="SFT optimizer steps on AutoAgent traces.")
-    batch_size: int = Field(8, ge=1, description="Traces per SFT step.")
+    steps: int = Field(40, ge=0, description="SFT optimizer steps on AutoAgent traces.")
+    batch_size: int = Field(4, ge=1, description="Traces per SFT step.")
 
 
 class GRPOConfig(_Strict):
@@ -99,7 +99,7 @@ class RewardConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    questions: int = Field(32, ge=1, description="Held-out questions evaluated at each checkpoint.")
+    questions: int = Field(24, ge=1, description="Held-out questions evaluated at each checkpoint.")
 
 
 class ClusterConfig(_Strict):

@@ -1,17 +1,28 @@
-"""Client of the simulator service: round-robin over replicas, retry elsewhere, concurrent batches.
+"""Client of the simulator farm: least-outstanding-requests balancing, failover, health watching, batches.
 
-The rollout worker batches the tool calls of all live sequences into one `call_many`; each call goes to
-the next replica, and a call that meets UNAVAILABLE or DEADLINE_EXCEEDED is sent again to another one.
-Light on purpose: grpc and the generated stubs only.
+Replicas are registered by address ("host:port" each; started by `python -m simulator serve --replicas N` or
+one by one on other machines). Every call goes to the live replica with the fewest calls in flight; a call
+that meets UNAVAILABLE or DEADLINE_EXCEEDED marks that replica down and is sent again to another one, so a
+replica dying in the middle of a batch loses no call. A background thread asks every replica's standard
+health service at a fixed interval and brings a down replica back once it says SERVING. When no replica is
+up, calls wait (with backoff) until their deadline and then fail with an error naming every replica.
+
+The rollout worker batches the tool calls of all live sequences into one `call_many`; the calls go out at
+once (gRPC futures) and a single thread collects them. Light on purpose: grpc and the generated stubs only.
 """
 
 from __future__ import annotations
 
-import itertools
+import heapq
 import json
+import os
+import queue
+import threading
 import time
+import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -23,7 +34,17 @@ from mtr.v1 import task_pb2
 
 SERVICE_NAME = "mtr.v1.SimulatorService"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+TOKEN_ENV = "MTR_SIMULATOR_TOKEN"
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# gRPC's own reconnect backoff grows to two minutes; a restarted replica must be found within seconds.
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+_WAIT_BACKOFF_S = (0.02, 1.0)  # first and longest pause of a call waiting for any replica to come up
 
 # ToolResult.status values (mtr.v1.CallStatus without its prefix, lower case).
 STATUS_OK = "ok"
@@ -31,21 +52,26 @@ STATUS_UNKNOWN_TOOL = "unknown_tool"
 STATUS_INVALID_ARGUMENTS = "invalid_arguments"
 STATUS_INPUT_TOO_LARGE = "input_too_large"
 STATUS_BACKEND_ERROR = "backend_error"
+_STATUS_NAMES = {value: name.removeprefix("CALL_STATUS_").lower() for name, value in pb.CallStatus.items()}
 
 
 class SimulatorError(RuntimeError):
-    """A simulator RPC failed for good; the message names the replica, the method and the gRPC status."""
+    """A simulator RPC failed for good; the message names the replica(s), the method and the gRPC status."""
 
 
 @dataclass(frozen=True)
 class ToolResult:
-    """The answer to one tool call; `observation` is always a JSON object (an error one when status != ok)."""
+    """The answer to one tool call; `observation` is always a JSON object (an error one when status != ok).
+
+    `latency_s` is what the caller waited for this call: from sending it to holding its answer, retries included.
+    """
 
     observation: dict
     status: str
     error: str
     cached: bool
     replica: str
+    latency_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -68,41 +94,113 @@ class ToolSet:
     task_kind: str
 
 
-class SimulatorClient:
-    """Synchronous, thread-safe client of one or more simulator replicas ("host:port" each)."""
+@dataclass(frozen=True)
+class ReplicaState:
+    """What the client currently believes about one replica (for logs, metrics and tests)."""
 
-    def __init__(self, addresses: Sequence[str], timeout_s: float = 10.0, max_attempts: int = 3) -> None:
+    address: str
+    up: bool
+    inflight: int
+    reason: str
+
+
+@dataclass(eq=False)
+class _Replica:
+    index: int
+    address: str
+    channel: grpc.Channel
+    stub: pb_grpc.SimulatorServiceStub
+    health: health_pb2_grpc.HealthStub
+    inflight: int = 0
+    up: bool = True
+    reason: str = ""
+    down_at: float = float("-inf")
+
+
+@dataclass(eq=False)
+class _Call:
+    """One request of a batch on its way: where it has been and until when it may keep trying."""
+
+    index: int
+    request: object
+    deadline: float
+    started: float
+    attempts: int = 0
+    waits: int = 0
+    tried: set[int] = field(default_factory=set)
+    last_error: str = ""
+
+
+class SimulatorClient:
+    """Synchronous, thread-safe client of one or more simulator replicas ("host:port" each).
+
+    `timeout_s` is the deadline of one call, retries and waiting for a live replica included; one attempt gets
+    at most `attempt_timeout_s` (default: half of it, so a hung replica leaves time to try another) and a call
+    is sent at most `max_attempts` times. `auth_token` (default: the MTR_SIMULATOR_TOKEN environment variable)
+    is sent as `authorization: Bearer ...`; `tls_root_cert` (PEM bytes or a file) switches to TLS, with
+    `tls_server_name` overriding the name checked against the server's certificate.
+    """
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        timeout_s: float = 10.0,
+        max_attempts: int = 3,
+        *,
+        attempt_timeout_s: float | None = None,
+        auth_token: str | None = None,
+        tls_root_cert: bytes | str | Path | None = None,
+        tls_server_name: str | None = None,
+        health_interval_s: float = 0.5,
+    ) -> None:
         if not addresses:
             raise ValueError("SimulatorClient needs at least one replica address")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        if timeout_s <= 0 or health_interval_s <= 0:
+            raise ValueError(f"timeout_s and health_interval_s must be > 0, got {timeout_s} and {health_interval_s}")
         self.addresses = tuple(addresses)
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
-        options = [
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        self.attempt_timeout_s = attempt_timeout_s or (timeout_s / 2 if max_attempts > 1 else timeout_s)
+        token = os.environ.get(TOKEN_ENV) if auth_token is None else auth_token
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        credentials = _channel_credentials(tls_root_cert)
+        options = [*_CHANNEL_OPTIONS]
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
+        self._replicas = [
+            _new_replica(index, address, credentials, options) for index, address in enumerate(self.addresses)
         ]
-        self._channels = [grpc.insecure_channel(address, options=options) for address in self.addresses]
-        self._stubs = [pb_grpc.SimulatorServiceStub(channel) for channel in self._channels]
-        self._turn = itertools.count()
+        self._lock = threading.Lock()
+        self._turn = 0
+        self._watcher = _HealthWatcher(self._replicas, self._lock, health_interval_s, self._metadata)
+        # The watcher thread must not keep an abandoned client alive; closing it is the finalizer's job.
+        self._finalizer = weakref.finalize(self, _HealthWatcher.stop, self._watcher)
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Block until every replica's health service says SERVING; raise naming the first that does not."""
         deadline = time.monotonic() + timeout_s
-        for address, channel in zip(self.addresses, self._channels, strict=True):
-            stub = health_pb2_grpc.HealthStub(channel)
-            request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+        request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+        for replica in self._replicas:
             try:
-                response = stub.Check(request, timeout=max(deadline - time.monotonic(), 0.01), wait_for_ready=True)
+                response = replica.health.Check(
+                    request, timeout=max(deadline - time.monotonic(), 0.01), wait_for_ready=True
+                )
             except grpc.RpcError as exc:
                 raise SimulatorError(
-                    f"simulator replica at {address} is unreachable after {timeout_s:.1f}s: "
+                    f"simulator replica at {replica.address} is unreachable after {timeout_s:.1f}s: "
                     f"{exc.code().name} {exc.details()}"
                 ) from None
             if response.status != health_pb2.HealthCheckResponse.SERVING:
                 status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-                raise SimulatorError(f"simulator replica at {address} reports {status}, not SERVING")
+                raise SimulatorError(f"simulator replica at {replica.address} reports {status}, not SERVING")
+            with self._lock:
+                replica.up, replica.reason = True, ""
+
+    def replica_states(self) -> list[ReplicaState]:
+        with self._lock:
+            return [ReplicaState(r.address, r.up, r.inflight, r.reason) for r in self._replicas]
 
     def make_tools(self, task: Task) -> list[dict]:
         """The OpenAI function tools the ToolMaker gives this task."""
@@ -111,7 +209,7 @@ class SimulatorClient:
     def make_toolset(self, task: Task) -> ToolSet:
         """Tools plus the ToolMaker's classification of the task (comparison, bridge, ...)."""
         request = pb.MakeToolsRequest(task=to_proto(task))
-        (response,) = self._send_all("MakeTools", [request])
+        ((response, _),) = self._send_all("MakeTools", [request])
         return ToolSet(tuple(json.loads(t) for t in response.tools_json), response.task_kind)
 
     def call_tool(self, task_id: str, name: str, arguments_json: str, documents: Sequence[Document] = ()) -> ToolResult:
@@ -120,12 +218,13 @@ class SimulatorClient:
 
     def call_many(self, calls: Sequence[ToolCallRequest]) -> list[ToolResult]:
         """Answer all calls concurrently, results in the order of `calls`."""
-        responses = self._send_all("CallTool", [_to_request(call) for call in calls])
-        return [_to_result(response) for response in responses]
+        answers = self._send_all("CallTool", [_to_request(call) for call in calls])
+        return [_to_result(response, latency) for response, latency in answers]
 
     def close(self) -> None:
-        for channel in self._channels:
-            channel.close()
+        self._finalizer()
+        for replica in self._replicas:
+            replica.channel.close()
 
     def __enter__(self) -> SimulatorClient:
         return self
@@ -133,47 +232,186 @@ class SimulatorClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _send_all(self, method: str, requests: list) -> list:
-        """Send every request at once (gRPC futures), round-robin; resend transient failures to the next replica.
+    def _send_all(self, method: str, requests: list) -> list[tuple[object, float]]:
+        """Send every request at once; resend transient failures elsewhere; (response, latency) in request order.
 
-        Any other gRPC error is final and raised, once all requests of the wave have finished.
+        One thread (the caller's) makes every decision; gRPC's completion threads only hand finished attempts
+        over through a queue. Any non-transient gRPC error is final: the batch is cancelled and it is raised.
         """
-        responses: list = [None] * len(requests)
-        replicas = {i: next(self._turn) % len(self._stubs) for i in range(len(requests))}
-        failed: list[tuple[int, int, grpc.RpcError]] = []
-        for attempt in range(self.max_attempts):
-            if attempt:
-                time.sleep(min(0.1 * 2**attempt, 2.0))
-            futures = {
-                i: getattr(self._stubs[replica], method).future(requests[i], timeout=self.timeout_s)
-                for i, replica in replicas.items()
-            }
-            failed = []
-            for i, future in futures.items():
-                try:
-                    responses[i] = future.result()
-                except grpc.RpcError as exc:
-                    failed.append((i, replicas[i], exc))
-            self._raise_permanent(method, failed)
-            if not failed:
-                return responses
-            replicas = {i: (replica + 1) % len(self._stubs) for i, replica, _ in failed}
-        raise self._exhausted(method, failed)
+        now = time.monotonic()
+        calls = [_Call(i, request, now + self.timeout_s, now) for i, request in enumerate(requests)]
+        answers: list = [None] * len(calls)
+        finished: queue.SimpleQueue = queue.SimpleQueue()
+        waiting: list[tuple[float, int]] = []  # (when to try again, call index): calls with no replica to go to
+        outstanding: dict[int, grpc.Future] = {}
+        try:
+            for call in calls:
+                self._dispatch(method, call, finished, outstanding, waiting)
+            remaining = len(calls)
+            while remaining:
+                if not self._next_event(method, calls, finished, outstanding, waiting, answers):
+                    continue
+                remaining -= 1
+        finally:
+            for future in outstanding.values():
+                future.cancel()
+        return answers
 
-    def _raise_permanent(self, method: str, failed: list[tuple[int, int, grpc.RpcError]]) -> None:
-        for _, replica, exc in failed:
+    def _next_event(self, method, calls, finished, outstanding, waiting, answers) -> bool:
+        """Handle one finished attempt or one due wait; True when a call got its final answer."""
+        timeout = max(waiting[0][0] - time.monotonic(), 0.0) if waiting else None
+        try:
+            index, replica, future = finished.get(timeout=timeout)
+        except queue.Empty:
+            _, index = heapq.heappop(waiting)
+            self._dispatch(method, calls[index], finished, outstanding, waiting)
+            return False
+        del outstanding[index]
+        call = calls[index]
+        try:
+            answers[index] = (future.result(), time.monotonic() - call.started)
+            return True
+        except grpc.RpcError as exc:
             if exc.code() not in _RETRYABLE:
-                raise SimulatorError(self._describe(method, replica, exc)) from None
+                raise SimulatorError(_describe(method, replica.address, exc)) from None
+            call.last_error = _describe(method, replica.address, exc)
+            self._mark_down(replica, f"{exc.code().name}: {exc.details()}")
+        if call.attempts >= self.max_attempts:
+            raise SimulatorError(
+                f"{method} call still failing after {call.attempts} attempt(s) over "
+                f"{len(self._replicas)} replica(s); last: {call.last_error}"
+            )
+        self._dispatch(method, call, finished, outstanding, waiting)
+        return False
 
-    def _exhausted(self, method: str, failed: list[tuple[int, int, grpc.RpcError]]) -> SimulatorError:
-        _, replica, exc = failed[0]
-        return SimulatorError(
-            f"{len(failed)} {method} call(s) still failing after {self.max_attempts} attempts over "
-            f"{len(self.addresses)} replica(s); last: {self._describe(method, replica, exc)}"
+    def _dispatch(self, method: str, call: _Call, finished, outstanding: dict, waiting: list) -> None:
+        """Send `call` to the least-loaded live replica, or park it until one may be up, or give up at its deadline."""
+        now = time.monotonic()
+        if now >= call.deadline:
+            raise SimulatorError(self._no_replica_message(method, call))
+        replica = self._acquire(call.tried)
+        if replica is None:
+            self._watcher.wake()
+            pause = min(_WAIT_BACKOFF_S[0] * 2**call.waits, _WAIT_BACKOFF_S[1], call.deadline - now)
+            call.waits += 1
+            heapq.heappush(waiting, (now + pause, call.index))
+            return
+        call.attempts += 1
+        call.tried.add(replica.index)
+        timeout = min(self.attempt_timeout_s, call.deadline - now)
+        future = getattr(replica.stub, method).future(call.request, timeout=timeout, metadata=self._metadata)
+        outstanding[call.index] = future
+        future.add_done_callback(lambda done: self._release(replica, call.index, done, finished))
+
+    def _acquire(self, tried: set[int]) -> _Replica | None:
+        """The live replica with the fewest calls in flight, preferring ones this call has not tried yet."""
+        with self._lock:
+            live = [r for r in self._replicas if r.up]
+            if not live:
+                return None
+            candidates = [r for r in live if r.index not in tried] or live
+            # Ties rotate, so an idle farm still spreads a batch instead of loading replica 0 first.
+            offset, size = self._turn, len(self._replicas)
+            self._turn += 1
+            best = min(candidates, key=lambda r: (r.inflight, (r.index - offset) % size))
+            best.inflight += 1
+            return best
+
+    def _release(self, replica: _Replica, index: int, future: grpc.Future, finished: queue.SimpleQueue) -> None:
+        with self._lock:
+            replica.inflight -= 1
+        finished.put((index, replica, future))
+
+    def _mark_down(self, replica: _Replica, reason: str) -> None:
+        with self._lock:
+            replica.up, replica.reason, replica.down_at = False, reason, time.monotonic()
+
+    def _no_replica_message(self, method: str, call: _Call) -> str:
+        states = "; ".join(f"{s.address} ({'up' if s.up else 'down: ' + s.reason})" for s in self.replica_states())
+        last = f"; last error: {call.last_error}" if call.last_error else ""
+        return (
+            f"{method}: no simulator replica answered within the {self.timeout_s:.1f}s deadline "
+            f"(after {call.attempts} attempt(s)); replicas: {states}{last}"
         )
 
-    def _describe(self, method: str, replica: int, exc: grpc.RpcError) -> str:
-        return f"{method} on simulator replica {self.addresses[replica]}: {exc.code().name}: {exc.details()}"
+
+class _HealthWatcher:
+    """Asks every replica's health service every `interval_s`; a SERVING answer brings a down replica back.
+
+    An answer only counts if its check started after the replica was last marked down, so an old SERVING
+    cannot undo a failure seen a moment ago.
+    """
+
+    def __init__(self, replicas: list[_Replica], lock: threading.Lock, interval_s: float, metadata) -> None:
+        self._replicas = replicas
+        self._lock = lock
+        self._interval_s = interval_s
+        self._metadata = metadata
+        self._stopped = threading.Event()
+        self._woken = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="simulator-health", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Check now instead of at the next tick (a caller has no replica to go to)."""
+        self._woken.set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._woken.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+        timeout = max(self._interval_s, 1.0)
+        while not self._stopped.is_set():
+            started = time.monotonic()
+            checks = [r.health.Check.future(request, timeout=timeout, metadata=self._metadata) for r in self._replicas]
+            for replica, check in zip(self._replicas, checks, strict=True):
+                self._apply(replica, check, started)
+            self._woken.wait(max(self._interval_s - (time.monotonic() - started), 0.0))
+            self._woken.clear()
+
+    def _apply(self, replica: _Replica, check: grpc.Future, started: float) -> None:
+        try:
+            status = check.result().status
+        except grpc.RpcError as exc:
+            if self._stopped.is_set():
+                return
+            up, reason = False, f"health check: {exc.code().name}: {exc.details()}"
+        else:
+            up = status == health_pb2.HealthCheckResponse.SERVING
+            reason = "" if up else f"health: {health_pb2.HealthCheckResponse.ServingStatus.Name(status)}"
+        with self._lock:
+            if up and started <= replica.down_at:
+                return
+            if not up and replica.up:
+                replica.down_at = time.monotonic()
+            replica.up, replica.reason = up, reason
+
+
+def _new_replica(index: int, address: str, credentials: grpc.ChannelCredentials | None, options: list) -> _Replica:
+    if credentials is None:
+        channel = grpc.insecure_channel(address, options=options)
+    else:
+        channel = grpc.secure_channel(address, credentials, options=options)
+    return _Replica(index, address, channel, pb_grpc.SimulatorServiceStub(channel), health_pb2_grpc.HealthStub(channel))
+
+
+def _channel_credentials(root_cert: bytes | str | Path | None) -> grpc.ChannelCredentials | None:
+    if root_cert is None:
+        return None
+    if isinstance(root_cert, bytes):
+        return grpc.ssl_channel_credentials(root_certificates=root_cert)
+    try:
+        return grpc.ssl_channel_credentials(root_certificates=Path(root_cert).read_bytes())
+    except OSError as exc:
+        raise ValueError(f"cannot read the simulator's TLS root certificate {root_cert}: {exc}") from exc
+
+
+def _describe(method: str, address: str, exc: grpc.RpcError) -> str:
+    return f"{method} on simulator replica {address}: {exc.code().name}: {exc.details()}"
 
 
 def _to_request(call: ToolCallRequest) -> pb.CallToolRequest:
@@ -185,12 +423,12 @@ def _to_request(call: ToolCallRequest) -> pb.CallToolRequest:
     )
 
 
-def _to_result(response: pb.CallToolResponse) -> ToolResult:
-    status = pb.CallStatus.Name(response.status).removeprefix("CALL_STATUS_").lower()
+def _to_result(response: pb.CallToolResponse, latency_s: float) -> ToolResult:
     return ToolResult(
         observation=json.loads(response.observation_json),
-        status=status,
+        status=_STATUS_NAMES.get(response.status, "unspecified"),
         error=response.error,
         cached=response.cached,
         replica=response.replica,
+        latency_s=latency_s,
     )

@@ -1,8 +1,10 @@
 """One tool call from raw policy text to a checked observation, independent of the transport.
 
-Order of checks: known tool, size, JSON object, argument schema; then the call cache, the actor, and the
-tool's output schema. Every failure becomes a readable `{"error": ...}` observation with its status,
-because these are the policy's mistakes and the policy must be able to read and recover from them.
+Order of checks: known tool, size, JSON; then the call cache (an entry exists only for arguments that once
+passed the schema, so a hit skips validation: repeats within a GRPO group are the common case and must be
+cheap), the argument schema, the actor, and the tool's output schema. Every failure becomes a readable
+`{"error": ...}` observation with its status, because these are the policy's mistakes and the policy must be
+able to read and recover from them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from jsonschema import Draft202012Validator
+
 from mtr.toolschema import argument_errors, instance_errors
-from simulator.cache import LRUCache, call_key
+from simulator.cache import CallKey, LRUCache, call_key
 from simulator.grounded import CORPUS, DocumentSet
 from simulator.metrics import SimulatorMetrics
 from simulator.toolmaker import ToolMaker
@@ -70,8 +74,9 @@ class ToolCallHandler:
         self.actor = actor
         self.toolmaker = toolmaker
         self.max_argument_chars = max_argument_chars
-        self.cache: LRUCache[tuple[str, str, str], str] = LRUCache(cache_size)
+        self.cache: LRUCache[CallKey, str] = LRUCache(cache_size)
         self.metrics = metrics if metrics is not None else SimulatorMetrics()
+        self._validators = _CompiledSchemas()
 
     def call(self, tool: str, arguments_json: str, documents: DocumentSet = CORPUS) -> CallOutcome:
         """Answer one call; never raises for anything the policy wrote."""
@@ -82,8 +87,7 @@ class ToolCallHandler:
             outcome = self._call(tool, arguments_json, documents)
         finally:
             self.metrics.inflight.dec()
-        self.metrics.call_seconds.labels(tool=label).observe(time.perf_counter() - start)
-        self.metrics.calls.labels(tool=label, status=outcome.status.value).inc()
+        self.metrics.observe_call(label, outcome.status.value, time.perf_counter() - start)
         return outcome
 
     def _call(self, tool: str, arguments_json: str, documents: DocumentSet) -> CallOutcome:
@@ -98,29 +102,54 @@ class ToolCallHandler:
             )
         try:
             arguments = json.loads(arguments_json)
+            key = call_key(tool, arguments, documents.key)
         except (json.JSONDecodeError, RecursionError) as exc:
             return _error(CallStatus.INVALID_ARGUMENTS, f"{tool}: arguments are not valid JSON ({exc})")
-        errors = argument_errors(spec.tool, arguments)
-        if errors:
-            return _error(CallStatus.INVALID_ARGUMENTS, f"{tool}: invalid arguments: {'; '.join(errors)}")
-        return self._execute(tool, arguments, documents)
-
-    def _execute(self, tool: str, arguments: dict, documents: DocumentSet) -> CallOutcome:
-        key = call_key(tool, arguments, documents.key)
         cached = self.cache.get(key)
         if cached is not None:
             self.metrics.cache_hits.inc()
             return CallOutcome(cached, CallStatus.OK, cached=True)
+        parameters = spec.tool["function"]["parameters"]
+        if not (isinstance(arguments, dict) and self._validators.is_valid(parameters, arguments)):
+            errors = argument_errors(spec.tool, arguments)
+            return _error(CallStatus.INVALID_ARGUMENTS, f"{tool}: invalid arguments: {'; '.join(errors)}")
         self.metrics.cache_misses.inc()
+        return self._execute(tool, arguments, documents, key)
+
+    def _execute(self, tool: str, arguments: dict, documents: DocumentSet, key: CallKey) -> CallOutcome:
         try:
             observation = self.actor.run(tool, arguments, documents)
         except Exception as exc:  # the policy gets a readable error; the operator gets the traceback
             log.exception("tool %s failed on arguments %s", tool, key[1][:200])
             return _error(CallStatus.BACKEND_ERROR, f"{tool}: the simulator failed: {exc}")
-        errors = instance_errors(self.toolmaker.spec(tool).output_schema, observation)
-        if errors:
+        output_schema = self.toolmaker.spec(tool).output_schema
+        if not self._validators.is_valid(output_schema, observation):
+            errors = instance_errors(output_schema, observation)
             log.error("tool %s produced an observation that breaks its output schema: %s", tool, errors)
             return _error(CallStatus.BACKEND_ERROR, f"{tool}: the simulator produced an invalid observation")
         observation_json = json.dumps(observation, ensure_ascii=False)
         self.cache.put(key, observation_json)
         return CallOutcome(observation_json, CallStatus.OK)
+
+
+class _CompiledSchemas:
+    """Validators compiled once per schema object, so the per-call check is only the validation itself.
+
+    Keyed by identity (cheap) and holding the schema, so an id is never reused while its entry lives. Only
+    the yes/no answer comes from here; readable messages still come from mtr.toolschema, so that "valid" and
+    its wording stay the same everywhere. Schemas reaching this point were checked by the ToolMaker.
+    """
+
+    _MAX_ENTRIES = 1024
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[dict, Draft202012Validator]] = {}
+
+    def is_valid(self, schema: dict, instance: object) -> bool:
+        entry = self._entries.get(id(schema))
+        if entry is None or entry[0] is not schema:
+            if len(self._entries) >= self._MAX_ENTRIES:
+                self._entries.clear()
+            entry = (schema, Draft202012Validator(schema))
+            self._entries[id(schema)] = entry
+        return entry[1].is_valid(instance)

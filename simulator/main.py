@@ -1,21 +1,25 @@
-"""Command line of a simulator replica.
+"""Command line of the simulator: one replica, or a supervised farm of them.
 
-    python -m simulator serve --host 127.0.0.1 --port 0 --world-seed 0 --top-k 3 \
-        [--ready-file PATH] [--metrics-port N] [--name NAME]
+    python -m simulator serve --host 127.0.0.1 --port 0 --world-seed 0 --top-k 3 \\
+        [--replicas N] [--ready-file PATH] [--metrics-port N] [--name NAME] \\
+        [--cache-file PATH] [--auth-token TOKEN] [--tls-cert PEM --tls-key PEM] [--allow-remote]
 
-With --ready-file the replica writes {"address": "host:port", "pid": N} there (atomically) once it
-serves, which is what the run controller waits for; SIGTERM or SIGINT stops it gracefully (exit 0).
+One replica writes {"address": "host:port", "pid": N} to --ready-file (atomically) once it serves. With
+--replicas N > 1 this process supervises N replica processes (see simulator/farm.py) and its ready file lists
+them all. SIGTERM or SIGINT stops everything gracefully (exit 0). `mtr simulator serve ...` is the same command.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import logging
 import os
 import sys
 from pathlib import Path
+
+from simulator.security import is_loopback as _is_loopback
+from simulator.security import resolve_token
 
 log = logging.getLogger("simulator")
 
@@ -23,44 +27,85 @@ log = logging.getLogger("simulator")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m simulator", description="MTR simulator (ToolMaker + ToolActor).")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="Serve one replica over gRPC until SIGTERM/SIGINT.")
+    serve = commands.add_parser("serve", help="Serve replicas over gRPC until SIGTERM/SIGINT.")
+    serve.add_argument("--replicas", type=int, default=1, help="Replica processes to start and supervise.")
     serve.add_argument("--host", default="127.0.0.1", help="Bind address (loopback unless --allow-remote).")
-    serve.add_argument("--port", type=int, default=0, help="gRPC port; 0 picks a free one (see --ready-file).")
+    serve.add_argument(
+        "--port", type=int, default=0, help="gRPC port (replica i of a farm: port+i); 0 picks free ones."
+    )
     serve.add_argument("--allow-remote", action="store_true", help="Allow binding a non-loopback address.")
     serve.add_argument("--world-seed", type=int, default=0, help="Seed of the embedded world used as the corpus.")
     serve.add_argument("--top-k", type=int, default=3, help="Pages a search observation returns.")
     serve.add_argument("--max-argument-chars", type=int, default=2000, help="Longer arguments get an error.")
     serve.add_argument("--max-text-chars", type=int, default=2000, help="Page text longer than this is cut.")
-    serve.add_argument("--cache-size", type=int, default=100_000, help="Identical calls remembered (LRU).")
-    serve.add_argument("--ready-file", type=Path, help="Write {address, pid} JSON here once serving.")
-    serve.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port; 0 turns it off.")
-    serve.add_argument("--name", help="Replica name reported in responses (default host:port).")
+    serve.add_argument("--cache-size", type=int, default=100_000, help="Identical calls remembered (LRU); 0 disables.")
+    serve.add_argument(
+        "--cache-file", type=Path, help="msgpack file the call cache is loaded from and saved to (farm: a shard each)."
+    )
+    serve.add_argument("--cache-save-interval-s", type=float, default=60.0, help="Seconds between cache saves.")
+    serve.add_argument("--cache-preload", type=Path, action="append", default=[], help=argparse.SUPPRESS)
+    serve.add_argument("--ready-file", type=Path, help="Write the address(es) and pid as JSON here once serving.")
+    serve.add_argument(
+        "--metrics-port", type=int, default=0, help="Prometheus /metrics port (replica i of a farm: port+i); 0 = off."
+    )
+    serve.add_argument("--name", help="Replica name reported in responses (default host:port; a farm adds -i).")
     serve.add_argument("--grace-s", type=float, default=5.0, help="Seconds in-flight calls get at shutdown.")
+    serve.add_argument(
+        "--auth-token",
+        help="Require 'authorization: Bearer TOKEN' on calls (default: $MTR_SIMULATOR_TOKEN, which stays out of ps).",
+    )
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate: serve TLS (needs --tls-key).")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert.")
+    serve.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.allow_remote and not _is_loopback(args.host):
-        parser.error(f"--host {args.host} is not a loopback address; pass --allow-remote to expose the simulator")
-    for flag, value in (("--top-k", args.top_k), ("--max-argument-chars", args.max_argument_chars)):
-        if value < 1:
-            parser.error(f"{flag} must be >= 1, got {value}")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    _check(parser, args)
+    label = args.name or ("simulator-farm" if args.replicas > 1 else "simulator")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s {label} %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("bm25s").setLevel(logging.WARNING)
+    if args.auth_token is None and args.allow_remote and not resolve_token(None):
+        log.warning("serving a non-loopback address without an auth token: anyone who can reach it may call it")
+    if args.replicas > 1:
+        from simulator.farm import run_farm
+
+        return run_farm(args)
     import asyncio
 
-    return asyncio.run(_serve(args))
+    from simulator.cache import CacheFileError
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+        return asyncio.run(_serve(args))
+    except (OSError, ValueError, CacheFileError) as exc:  # bad port, unreadable TLS file or cache file
+        log.error("cannot serve: %s", exc)
+        return 1
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors, before anything starts: they exit 2 with a message naming the flag."""
+    if not args.allow_remote and not _is_loopback(args.host):
+        parser.error(f"--host {args.host} is not a loopback address; pass --allow-remote to expose the simulator")
+    for flag, value in (
+        ("--top-k", args.top_k),
+        ("--max-argument-chars", args.max_argument_chars),
+        ("--replicas", args.replicas),
+    ):
+        if value < 1:
+            parser.error(f"{flag} must be >= 1, got {value}")
+    if args.cache_size < 0:
+        parser.error(f"--cache-size must be >= 0, got {args.cache_size}")
+    if args.cache_save_interval_s <= 0:
+        parser.error(f"--cache-save-interval-s must be > 0, got {args.cache_save_interval_s}")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    for flag, port in (("--port", args.port), ("--metrics-port", args.metrics_port)):
+        if port < 0 or (port and port + args.replicas - 1 > 65535):
+            parser.error(f"{flag} {port} leaves no room for {args.replicas} replica(s) below 65536")
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -70,9 +115,11 @@ async def _serve(args: argparse.Namespace) -> int:
     from mtr.world import generate_world
     from simulator.grounded import GroundedActor
     from simulator.metrics import SimulatorMetrics
+    from simulator.security import server_credentials
     from simulator.server import create_server
     from simulator.toolmaker import ToolMaker
 
+    credentials = server_credentials(args.tls_cert, args.tls_key) if args.tls_cert else None
     world = generate_world(args.world_seed)
     actor = GroundedActor(world.documents, top_k=args.top_k, max_text_chars=args.max_text_chars)
     metrics = SimulatorMetrics()
@@ -85,35 +132,91 @@ async def _serve(args: argparse.Namespace) -> int:
         max_argument_chars=args.max_argument_chars,
         cache_size=args.cache_size,
         metrics=metrics,
+        auth_token=resolve_token(args.auth_token),
+        credentials=credentials,
     )
     address = f"{host}:{port}"
+    # Loading is synchronous on the loop that serves calls, so no call can see a half-loaded cache.
+    try:
+        cache_file = _load_cache(args, server.handler.cache)
+    except ValueError:
+        await server.stop(0)
+        raise
     if args.metrics_port:
         metrics.serve(args.metrics_port, args.host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    background = [asyncio.create_task(_save_periodically(cache_file, args.cache_save_interval_s))] if cache_file else []
+    if args.exit_with_parent:
+        background.append(asyncio.create_task(_watch_parent(args.exit_with_parent, stop)))
     if args.ready_file:
         _write_ready_file(args.ready_file, address)
     log.info(
-        "simulator %s serving on %s (world seed %d, %d pages, metrics port %s)",
-        args.name or address,
+        "serving on %s%s%s (world seed %d, %d pages, metrics port %s)",
         address,
+        " with TLS" if credentials else "",
+        " with token auth" if resolve_token(args.auth_token) else "",
         args.world_seed,
         actor.corpus_size,
         args.metrics_port or "off",
     )
     await stop.wait()
-    log.info("simulator %s stopping (grace %.1fs)", args.name or address, args.grace_s)
+    log.info("stopping (grace %.1fs)", args.grace_s)
+    for task in background:
+        task.cancel()
     await server.stop(args.grace_s)
+    if cache_file:
+        written = cache_file.save()
+        log.info("call cache: %s entries saved to %s", "no new" if written is None else written, cache_file.path)
     if args.ready_file:
         args.ready_file.unlink(missing_ok=True)
     return 0
 
 
+def _load_cache(args: argparse.Namespace, cache):
+    if not args.cache_file:
+        return None
+    from simulator.cache import CallCacheFile
+
+    cache_file = CallCacheFile(cache, args.cache_file, args.cache_preload)
+    loaded = cache_file.load()
+    log.info("call cache: %d entries loaded (%d kept) from %s", loaded, len(cache), args.cache_file)
+    return cache_file
+
+
+async def _save_periodically(cache_file, interval_s: float) -> None:
+    """Save now and then, so a replica that is killed (not stopped) loses at most one interval of answers."""
+    import asyncio
+
+    while True:
+        await asyncio.sleep(interval_s)
+        entries = cache_file.snapshot()
+        if entries is not None:
+            try:
+                await asyncio.to_thread(cache_file.write, entries)
+            except OSError as exc:
+                log.error("call cache: saving to %s failed (will retry): %s", cache_file.path, exc)
+
+
+async def _watch_parent(parent_pid: int, stop) -> None:
+    """A farm replica stops when its supervisor is gone (even if it was killed and could not tell us)."""
+    import asyncio
+
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(1.0)
+    log.warning("supervisor %d is gone; stopping", parent_pid)
+    stop.set()
+
+
 def _write_ready_file(path: Path, address: str) -> None:
+    write_json_atomically(path, {"address": address, "pid": os.getpid()})
+
+
+def write_json_atomically(path: Path, document: dict) -> None:
     """Write then rename, so a watcher never reads a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"address": address, "pid": os.getpid()}))
+    tmp.write_text(json.dumps(document))
     os.replace(tmp, path)

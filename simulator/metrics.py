@@ -1,7 +1,10 @@
 """Prometheus metrics of one simulator replica (served on `--metrics-port` when it is not 0).
 
-Each instance owns its registry, so several servers in one test process do not collide; the replica
-itself is told apart by the scrape target, which keeps label cardinality low.
+Each instance owns its registry, so several servers in one test process do not collide. Replicas are told
+apart by their endpoint: every replica process serves its own `/metrics` (`serve --replicas N --metrics-port P`
+gives replica i the port P+i), so Prometheus' `instance` label names the replica; `mtr_simulator_replica_info`
+carries the replica's name for dashboards that want it. Keeping the name off the per-call series keeps their
+cardinality low.
 """
 
 from __future__ import annotations
@@ -29,6 +32,26 @@ class SimulatorMetrics:
             "mtr_simulator_cache_misses", "Well-formed tool calls the cache did not hold.", registry=registry
         )
         self.inflight = Gauge("mtr_simulator_inflight_calls", "Tool calls being answered now.", registry=registry)
+        self.replica_info = Gauge(
+            "mtr_simulator_replica_info",
+            "Always 1; names the replica this endpoint belongs to.",
+            ["replica"],
+            registry=registry,
+        )
+        # Resolving label values costs more than the increment itself; a replica sees a handful of combinations.
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
+    def set_replica(self, name: str) -> None:
+        self.replica_info.labels(replica=name).set(1)
+
+    def observe_call(self, tool: str, status: str, seconds: float) -> None:
+        """Count one answered call and its latency."""
+        children = self._children.get((tool, status))
+        if children is None:
+            children = self.calls.labels(tool=tool, status=status), self.call_seconds.labels(tool=tool)
+            self._children[(tool, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Expose /metrics over HTTP on a background thread."""

@@ -15,13 +15,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from mtr.task import Document, from_proto
 from mtr.v1 import simulator_service_pb2 as pb
 from mtr.v1 import simulator_service_pb2_grpc as pb_grpc
-from simulator.calls import Actor, ToolCallHandler
+from simulator.calls import Actor, CallStatus, ToolCallHandler
 from simulator.grounded import DocumentSet
 from simulator.metrics import SimulatorMetrics
+from simulator.security import BearerTokenInterceptor
 from simulator.toolmaker import ToolMaker
 
 SERVICE_NAME = "mtr.v1.SimulatorService"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_WIRE_STATUS = {status: pb.CallStatus.Value("CALL_STATUS_" + status.name) for status in CallStatus}
 
 
 class SimulatorServicer(pb_grpc.SimulatorServiceServicer):
@@ -51,11 +53,28 @@ class SimulatorServicer(pb_grpc.SimulatorServiceServicer):
         outcome = self.handler.call(request.tool_name, request.arguments_json, documents)
         return pb.CallToolResponse(
             observation_json=outcome.observation_json,
-            status=pb.CallStatus.Value("CALL_STATUS_" + outcome.status.name),
+            status=_WIRE_STATUS[outcome.status],
             error=outcome.error,
             cached=outcome.cached,
             replica=self.replica,
         )
+
+
+class SimulatorServer:
+    """A started replica: the gRPC server, its call handler (cache, metrics) and its health status."""
+
+    def __init__(self, server: grpc.aio.Server, handler: ToolCallHandler, health_servicer: health.aio.HealthServicer):
+        self.server = server
+        self.handler = handler
+        self._health = health_servicer
+
+    async def stop(self, grace: float | None) -> None:
+        """Report NOT_SERVING first (health watchers move traffic away), then let in-flight calls finish."""
+        await self._health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+    async def wait_for_termination(self) -> None:
+        await self.server.wait_for_termination()
 
 
 async def create_server(
@@ -67,31 +86,42 @@ async def create_server(
     max_argument_chars: int = 2000,
     cache_size: int = 100_000,
     metrics: SimulatorMetrics | None = None,
-) -> tuple[grpc.aio.Server, int]:
+    auth_token: str | None = None,
+    credentials: grpc.ServerCredentials | None = None,
+) -> tuple[SimulatorServer, int]:
     """Bind `address` ("host:port", port 0 picks a free one), start serving, return the server and bound port.
 
     The replica name defaults to "host:port" with the bound port; stop with `await server.stop(grace)`.
+    With `auth_token` the service requires `authorization: Bearer <token>` (health stays open); with
+    `credentials` (see simulator.security.server_credentials) it serves TLS only.
     """
+    interceptors = [BearerTokenInterceptor(auth_token)] if auth_token else []
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             # gRPC shares ports by default; two replicas silently splitting one port would hide a config error.
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise OSError(f"simulator: cannot listen on {address} (in use, or not an address of this host)") from exc
     host = address.rsplit(":", 1)[0]
     handler = ToolCallHandler(
         actor, toolmaker, max_argument_chars=max_argument_chars, cache_size=cache_size, metrics=metrics
     )
-    pb_grpc.add_SimulatorServiceServicer_to_server(SimulatorServicer(handler, replica or f"{host}:{port}"), server)
+    name = replica or f"{host}:{port}"
+    handler.metrics.set_replica(name)
+    pb_grpc.add_SimulatorServiceServicer_to_server(SimulatorServicer(handler, name), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     await server.start()
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    return server, port
+    return SimulatorServer(server, handler, health_servicer), port

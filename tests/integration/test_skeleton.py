@@ -12,6 +12,7 @@ import pytest
 from controller.advantages import group_advantages, has_signal
 from controller.evaluation import score
 from controller.pipeline import Pipeline
+from controller.training import grpo_sequence
 from mtr.config import load_config
 from mtr.grammar import ToolTurn
 from mtr.v1 import learner_service_pb2 as lpb
@@ -134,14 +135,7 @@ def _grpo_step_on_real_rollouts(pipeline, train):
         for trace, advantage in zip(group.traces, advantages, strict=False):
             assert len(trace.token_ids) == len(trace.logprobs) == len(trace.loss_mask)
             assert sum(trace.loss_mask[: trace.prompt_tokens]) == 0
-            sequences.append(
-                lpb.TrainSequence(
-                    token_ids=trace.token_ids,
-                    loss_mask=trace.loss_mask,
-                    old_logprobs=trace.logprobs,
-                    advantage=advantage,
-                )
-            )
+            sequences.append(grpo_sequence(trace, advantage))
     before = pipeline.learner.status().version
     update = pipeline.learner.train_step(lpb.OBJECTIVE_GRPO, sequences, publish_weights=True, learning_rate=1e-3)
     assert math.isfinite(update.loss) and math.isfinite(update.grad_norm)
