@@ -86,6 +86,10 @@ def test_turn_budget_and_length_and_malformed():
     assert {s.finish_reason for s in cut} == {"length"}
     junk = run_agent_loop(_tasks(1), 2, ScriptedGenerator(["<think>no"]), FakeTools(), CharTokenizer(), limits)
     assert {s.finish_reason for s in junk} == {"malformed"}
+    bad_json = '<think>x</think>\n<tool_call>{"name": "search"}}</tool_call>'
+    tools = FakeTools()
+    invalid = run_agent_loop(_tasks(1), 2, ScriptedGenerator([bad_json]), tools, CharTokenizer(), limits)
+    assert {s.finish_reason for s in invalid} == {"malformed"} and tools.batches == []
 
 
 def test_context_exhaustion_stops_before_generating():

@@ -1,0 +1,31 @@
+"""A run that fails keeps what it did: config, metrics with the error, and a report naming what finished."""
+
+import json
+
+import pytest
+
+from controller.pipeline import Pipeline
+from controller.simfarm import SimulatorFarmError
+from mtr.config import load_config
+from mtr.task import Task
+
+
+def test_simulator_that_cannot_start_fails_clearly_and_keeps_the_run_dir(tmp_path):
+    # A non-loopback bind without --allow-remote makes the replica exit before it is ready.
+    config = load_config(overrides=[f"runs_dir={tmp_path}", "simulator.host=0.0.0.0"])
+    pipeline = Pipeline(config, model_path="unused-before-ray")
+    with pytest.raises(SimulatorFarmError, match="exited"):
+        pipeline.run()
+    run_dir = pipeline.run_dir.path
+    assert (run_dir / "config.yaml").is_file()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["event"] == "error" and "SimulatorFarmError" in records[-1]["error"]
+    assert "no evaluation finished" in (run_dir / "report.md").read_text()
+    assert "allow-remote" in (run_dir / "logs" / "simulator-0.log").read_text()
+
+
+def test_task_without_question_or_answer_is_rejected_with_its_id():
+    with pytest.raises(ValueError, match="'q7' has an empty question"):
+        Task("q7", "   ", ("x",))
+    with pytest.raises(ValueError, match="'q8' has no gold answer"):
+        Task("q8", "Who?", ())
