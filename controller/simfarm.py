@@ -53,6 +53,8 @@ class LocalSimulatorFarm:
             "0",
             "--world-seed",
             str(self.world_seed),
+            "--tools",
+            self.config.tools,
             "--top-k",
             str(self.config.top_k),
             "--max-argument-chars",

@@ -41,6 +41,11 @@ class WorldConfig(_Strict):
 class SimulatorConfig(_Strict):
     replicas: int = Field(1, ge=1, le=64, description="Simulator server processes started by the run.")
     host: str = Field("127.0.0.1", description="Bind address; loopback unless you mean to expose it.")
+    tools: Literal["minimal", "task"] = Field(
+        "minimal",
+        description="Tools offered to the policy: 'minimal' (search + open_page, ~200 prompt tokens) or 'task' "
+        "(utility library by task class + task-specific tools, ~600-900 prompt tokens: slower to train on CPU).",
+    )
     top_k: int = Field(3, ge=1, le=20, description="Documents a search observation returns.")
     max_argument_chars: int = Field(2000, ge=16, description="Larger tool-call arguments get an error observation.")
     call_timeout_s: float = Field(10.0, gt=0, description="Deadline of one tool call.")

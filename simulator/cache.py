@@ -33,7 +33,8 @@ class CacheFileError(ValueError):
 class LRUCache(Generic[K, V]):
     """Least-recently-used map of at most `capacity` entries; `capacity=0` disables caching.
 
-    Not thread-safe: the server touches it only from its event loop.
+    Thread-safe (one uncontended lock per operation): a replica whose actor waits on I/O answers calls on
+    worker threads (`--actor-threads`), and those share this cache.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -45,30 +46,34 @@ class LRUCache(Generic[K, V]):
         # Bumped on every insertion, so a periodic saver can tell whether anything new needs writing.
         self.version = 0
         self._entries: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, key: K) -> V | None:
         """The cached value (now most recently used), or None; counts a hit or a miss."""
-        value = self._entries.get(key)
-        if value is None:
-            self.misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self.hits += 1
-        return value
+        with self._lock:
+            value = self._entries.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return value
 
     def put(self, key: K, value: V) -> None:
         if self.capacity == 0:
             return
-        self._entries[key] = value
-        self._entries.move_to_end(key)
-        self.version += 1
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            self.version += 1
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
 
     def get_or_create(self, key: K, create: Callable[[], V]) -> V:
+        """The cached value, else `create()` stored (created outside the lock: two racing threads may both create)."""
         value = self.get(key)
         if value is None:
             value = create()
@@ -77,7 +82,8 @@ class LRUCache(Generic[K, V]):
 
     def items(self) -> list[tuple[K, V]]:
         """A snapshot of the entries, least recently used first (loading them in this order keeps recency)."""
-        return list(self._entries.items())
+        with self._lock:
+            return list(self._entries.items())
 
 
 def call_key(tool: str, arguments: dict, document_set_key: str) -> CallKey:

@@ -140,13 +140,12 @@ def _order(a: str, b: str, criterion: str, kind: str, x: object, y: object) -> C
 
 
 def _same(a: str, b: str) -> Comparison:
-    for kind, parse in (("number", parse_number), ("date", parse_date)):
+    kind, equal = "text", normalize_answer(a) == normalize_answer(b)
+    for candidate, parse in (("number", parse_number), ("date", parse_date)):
         x, y = parse(a), parse(b)
         if x is not None and y is not None:
-            equal = x == y
+            kind, equal = candidate, x == y
             break
-    else:
-        kind, equal = "text", normalize_answer(a) == normalize_answer(b)
     verdict = "the same" if equal else "different"
     return Comparison("equal" if equal else "different", kind, f"{a} and {b} are {verdict} (compared as {kind})")
 
@@ -200,7 +199,8 @@ def calculate(expression: str) -> int | float:
     try:
         tree = ast.parse(expression.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
-        raise ComputeError(f"cannot parse {expression!r} as arithmetic ({type(error).__name__}); use {_ALLOWED}") from None
+        problem = type(error).__name__
+        raise ComputeError(f"cannot parse {expression!r} as arithmetic ({problem}); use {_ALLOWED}") from None
     if sum(1 for _ in ast.walk(tree)) > _MAX_NODES:
         raise ComputeError(f"the expression is too long (more than {_MAX_NODES} parts); split it into steps")
     try:

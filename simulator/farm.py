@@ -40,6 +40,7 @@ _FORWARDED = (
     ("--cache-size", "cache_size"),
     ("--cache-save-interval-s", "cache_save_interval_s"),
     ("--grace-s", "grace_s"),
+    ("--actor-threads", "actor_threads"),
     ("--tls-cert", "tls_cert"),
     ("--tls-key", "tls_key"),
 )

@@ -1,7 +1,9 @@
-"""The grounded ToolActor: answers `search` and `open_page` from real documents with BM25.
+"""The grounded ToolActor: answers every tool from real documents with BM25, or by exact computation.
 
 Documents come from the replica's corpus (the embedded world, fixed at start) or, when a call carries
 them (e.g. a HotpotQA task's own context), from that call's document set, indexed once and cached.
+`search`/`open_page` return pages, `lookup` and relation tools (`get_birth_year`, ...) the sentences of
+an entity's page stating the fact (and its value), `compare`/`date_diff`/`calculator` compute.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from dataclasses import dataclass
 
 from mtr.task import Document
 from simulator.cache import LRUCache
+from simulator.compute import ComputeError, calculate, compare_values, date_difference
+from simulator.facts import read_fact
+from simulator.library import COMPUTED_OPERATIONS, ToolResolver
+from simulator.taskspecific import StandardTools
 
 
 class BackendError(RuntimeError):
@@ -72,7 +78,11 @@ class BM25Index:
 
 
 class GroundedActor:
-    """Executes the library tools against the corpus or a call's own documents."""
+    """Executes library, relation and designed tools against the corpus or a call's own documents.
+
+    `tools` says what a tool name means (pass the ToolMaker so tools it designed are answerable); by
+    default only the library and the standard relation tools are known.
+    """
 
     def __init__(
         self,
@@ -81,11 +91,13 @@ class GroundedActor:
         top_k: int = 3,
         max_text_chars: int = 2000,
         index_cache_size: int = 256,
+        tools: ToolResolver | None = None,
     ) -> None:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         self.top_k = top_k
         self.max_text_chars = max_text_chars
+        self.tools = tools if tools is not None else StandardTools()
         self._corpus = BM25Index(corpus) if corpus else None
         self._indexes: LRUCache[str, BM25Index] = LRUCache(index_cache_size)
 
@@ -95,16 +107,27 @@ class GroundedActor:
 
     def run(self, tool: str, arguments: dict, documents: DocumentSet) -> dict:
         """The observation of one call whose name and arguments were already validated."""
+        spec = self.tools.spec(tool)
+        if spec is None:
+            raise BackendError(f"the grounded actor has no implementation of tool {tool!r}")
+        operation = spec.operation
+        if operation in COMPUTED_OPERATIONS:
+            return _computed(operation, arguments)
         index = self._index(documents)
-        if tool == "search":
+        if operation == "search":
             hits = index.search(arguments["query"], self.top_k)
             return {"results": [self._render(doc) for doc in hits]}
-        if tool == "open_page":
+        if operation == "open_page":
             doc = index.page(arguments["title"])
             if doc is None:
                 return {"error": f"open_page: no page titled {arguments['title']!r}; search for the right title first"}
             return self._render(doc)
-        raise BackendError(f"the grounded actor has no implementation of tool {tool!r}")
+        if operation == "lookup":
+            return self._lookup(index, tool, arguments["entity"], arguments["relation"], with_value=False)
+        if operation == "relation":
+            subject = arguments[spec.grounding.subject]
+            return self._lookup(index, tool, subject, spec.grounding.relation, with_value=True)
+        raise BackendError(f"the grounded actor has no implementation of operation {operation!r} (tool {tool!r})")
 
     def _index(self, documents: DocumentSet) -> BM25Index:
         if documents.documents:
@@ -117,3 +140,55 @@ class GroundedActor:
         # Long pages (real benchmark paragraphs) would eat the policy's context; cut them visibly.
         text = doc.text if len(doc.text) <= self.max_text_chars else doc.text[: self.max_text_chars] + " ..."
         return {"title": doc.title, "text": text}
+
+    def _lookup(self, index: BM25Index, tool: str, entity: str, relation: str, *, with_value: bool) -> dict:
+        """The fact on the entity's page (its exact title, else the best pages for its name that state it)."""
+        exact = index.page(entity)
+        candidates = [exact] if exact is not None else index.search(entity, self.top_k)
+        for doc in candidates:
+            fact = read_fact(doc.text, relation)
+            if fact is None:
+                continue
+            shown = [_cut(sentence, self.max_text_chars) for sentence in fact.sentences[:_MAX_SENTENCES]]
+            about = {"entity": entity, "relation": relation}
+            if with_value:
+                return about | {"value": fact.value, "evidence": shown, "source": doc.title}
+            return about | {"source": doc.title, "sentences": shown}
+        if not candidates:
+            return {"error": f"{tool}: no page about {entity!r}; search for the right name first"}
+        where = f"the page {exact.title!r}" if exact is not None else f"the pages found for {entity!r}"
+        return {"error": f"{tool}: found no sentence about {relation!r} on {where}; open the page and read it"}
+
+
+_MAX_SENTENCES = 3
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _computed(operation: str, arguments: dict) -> dict:
+    """compare / date_diff / calculator; a value the policy got wrong is an error observation, not a failure."""
+    try:
+        if operation == "compare":
+            a, b, criterion = arguments["a"], arguments["b"], arguments["criterion"]
+            outcome = compare_values(a, b, criterion)
+            return {
+                "a": a,
+                "b": b,
+                "criterion": criterion,
+                "result": outcome.result,
+                "compared_as": outcome.compared_as,
+                "explanation": outcome.explanation,
+            }
+        if operation == "date_diff":
+            difference = date_difference(arguments["start"], arguments["end"])
+            return {
+                "start": str(difference.start),
+                "end": str(difference.end),
+                "years": difference.years,
+                "days": difference.days,
+            }
+        return {"expression": arguments["expression"], "result": calculate(arguments["expression"])}
+    except ComputeError as error:
+        return {"error": f"{operation}: {error}"}

@@ -133,7 +133,7 @@ OPEN_PAGE = ToolSpec(
 LOOKUP = ToolSpec(
     tool=function_tool(
         "lookup",
-        "Read one fact from an entity's page: returns the sentences of that page that mention the relation.",
+        "Read one fact from an entity's page: the sentences of that page that mention the relation.",
         {
             "entity": text_parameter("The entity whose page to read, e.g. a person, film or company name.", 200),
             "relation": text_parameter("The fact you need, e.g. 'birth year', 'directed by', 'founder'.", 100),
@@ -141,15 +141,16 @@ LOOKUP = ToolSpec(
         ["entity", "relation"],
     ),
     output_schema=or_miss(
-        closed_object({"entity": _STRING, "relation": _STRING, "source": _STRING, "sentences": {**_STRINGS, "minItems": 1}})
+        closed_object(
+            {"entity": _STRING, "relation": _STRING, "source": _STRING, "sentences": {**_STRINGS, "minItems": 1}}
+        )
     ),
 )
 COMPARISON_CRITERIA = ("earlier", "later", "larger", "smaller", "same")
 COMPARE = ToolSpec(
     tool=function_tool(
         "compare",
-        "Compare two values (numbers, dates or years, or text). 'earlier'/'later'/'larger'/'smaller' say which of a "
-        "and b satisfies the criterion ('equal' on a tie); 'same' says whether they are equal.",
+        "Compare two values (numbers, dates or text): which is earlier/later/larger/smaller, or are they the same.",
         {
             "a": text_parameter("The first value, e.g. 1901, 3 May 1901, 12.5 or a name.", 200),
             "b": text_parameter("The second value.", 200),
@@ -181,7 +182,9 @@ DATE_DIFF = ToolSpec(
         ["start", "end"],
     ),
     output_schema=or_miss(
-        closed_object({"start": _STRING, "end": _STRING, "years": {"type": "integer"}, "days": {"type": ["integer", "null"]}})
+        closed_object(
+            {"start": _STRING, "end": _STRING, "years": {"type": "integer"}, "days": {"type": ["integer", "null"]}}
+        )
     ),
 )
 CALCULATOR = ToolSpec(

@@ -49,11 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, default=0, help="Prometheus /metrics port (replica i of a farm: port+i); 0 = off."
     )
     serve.add_argument("--name", help="Replica name reported in responses (default host:port; a farm adds -i).")
+    serve.add_argument(
+        "--actor-threads", type=int, default=0, help="Worker threads for calls (a backend waiting on I/O); 0 = inline."
+    )
     serve.add_argument("--grace-s", type=float, default=5.0, help="Seconds in-flight calls get at shutdown.")
     serve.add_argument(
         "--auth-token",
         help="Require 'authorization: Bearer TOKEN' on calls (default: $MTR_SIMULATOR_TOKEN, which stays out of ps).",
     )
+    serve.add_argument(
+        "--tools",
+        choices=("task", "minimal"),
+        default="task",
+        help="'task': utility library by task class + task-specific tools; 'minimal': search + open_page.",
+    )
+    serve.add_argument("--toolmaker", choices=("rules", "llm"), default="rules", help="Who designs task tools.")
+    serve.add_argument("--actor", choices=("grounded", "llm"), default="grounded", help="Who answers tool calls.")
+    serve.add_argument("--llm-url", help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) for llm backends.")
+    serve.add_argument("--llm-model", help="Model name served at --llm-url.")
+    serve.add_argument("--llm-api-key", help="API key of --llm-url (default: $OPENAI_API_KEY, else none).")
+    serve.add_argument("--llm-timeout-s", type=float, default=30.0, help="Deadline of one LLM request.")
+    serve.add_argument("--llm-max-tokens", type=int, default=512, help="Token cap of one LLM answer.")
     serve.add_argument("--tls-cert", type=Path, help="PEM certificate: serve TLS (needs --tls-key).")
     serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert.")
     serve.add_argument("--exit-with-parent", type=int, default=0, help=argparse.SUPPRESS)
@@ -68,9 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s {label} %(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
-    if args.auth_token is None and args.allow_remote and not resolve_token(None):
+    if args.allow_remote and not resolve_token(args.auth_token):
         log.warning("serving a non-loopback address without an auth token: anyone who can reach it may call it")
+    elif args.allow_remote and not args.tls_cert:
+        log.warning("serving a non-loopback address without TLS: the auth token crosses the network in clear text")
     if args.replicas > 1:
         from simulator.farm import run_farm
 
@@ -97,8 +114,13 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     ):
         if value < 1:
             parser.error(f"{flag} must be >= 1, got {value}")
-    if args.cache_size < 0:
-        parser.error(f"--cache-size must be >= 0, got {args.cache_size}")
+    for flag, value in (("--cache-size", args.cache_size), ("--actor-threads", args.actor_threads)):
+        if value < 0:
+            parser.error(f"{flag} must be >= 0, got {value}")
+    if "llm" in (args.toolmaker, args.actor) and not (args.llm_url and args.llm_model):
+        parser.error("--toolmaker llm / --actor llm need --llm-url and --llm-model")
+    if args.actor == "llm" and args.actor_threads == 0:
+        args.actor_threads = 4  # LLM calls block; keep health checks and other calls flowing
     if args.cache_save_interval_s <= 0:
         parser.error(f"--cache-save-interval-s must be > 0, got {args.cache_save_interval_s}")
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -113,27 +135,29 @@ async def _serve(args: argparse.Namespace) -> int:
     import signal
 
     from mtr.world import generate_world
-    from simulator.grounded import GroundedActor
     from simulator.metrics import SimulatorMetrics
     from simulator.security import server_credentials
     from simulator.server import create_server
-    from simulator.toolmaker import ToolMaker
 
     credentials = server_credentials(args.tls_cert, args.tls_key) if args.tls_cert else None
     world = generate_world(args.world_seed)
-    actor = GroundedActor(world.documents, top_k=args.top_k, max_text_chars=args.max_text_chars)
+    import bm25s  # noqa: F401  (it sets its own logger to DEBUG when imported; quieted before indexing)
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    toolmaker, actor = _backends(args, world.documents)
     metrics = SimulatorMetrics()
     host = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
     server, port = await create_server(
         f"{host}:{args.port}",
         actor,
-        ToolMaker(),
+        toolmaker,
         replica=args.name,
         max_argument_chars=args.max_argument_chars,
         cache_size=args.cache_size,
         metrics=metrics,
         auth_token=resolve_token(args.auth_token),
         credentials=credentials,
+        actor_threads=args.actor_threads,
     )
     address = f"{host}:{port}"
     # Loading is synchronous on the loop that serves calls, so no call can see a half-loaded cache.
@@ -173,6 +197,34 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.ready_file:
         args.ready_file.unlink(missing_ok=True)
     return 0
+
+
+def _backends(args: argparse.Namespace, documents):
+    """ToolMaker and actor chosen by the flags; LLM backends always fall back to the rule-based/grounded ones."""
+    from simulator.grounded import GroundedActor
+    from simulator.library import MINIMAL_LIBRARY
+    from simulator.toolmaker import ToolMaker
+
+    client = None
+    if "llm" in (args.toolmaker, args.actor):
+        from simulator.llm_client import LLMClient
+
+        api_key = args.llm_api_key or os.environ.get("OPENAI_API_KEY")
+        client = LLMClient(
+            args.llm_url, args.llm_model, api_key=api_key, timeout_s=args.llm_timeout_s, max_tokens=args.llm_max_tokens
+        )
+    designer = None
+    if args.toolmaker == "llm":
+        from simulator.llm_toolmaker import LLMToolDesigner
+
+        designer = LLMToolDesigner(client)
+    toolmaker = ToolMaker(MINIMAL_LIBRARY if args.tools == "minimal" else None, designer=designer)
+    grounded = GroundedActor(documents, top_k=args.top_k, max_text_chars=args.max_text_chars, tools=toolmaker)
+    if args.actor == "llm":
+        from simulator.llm_actor import LLMActor
+
+        return toolmaker, LLMActor(client, grounded, tools=toolmaker)
+    return toolmaker, grounded
 
 
 def _load_cache(args: argparse.Namespace, cache):

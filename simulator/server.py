@@ -1,13 +1,17 @@
 """The gRPC face of a simulator replica: SimulatorService (MakeTools, CallTool) plus standard health.
 
 Calls are answered inline on the event loop: a grounded call is a sub-millisecond BM25 lookup, cheaper
-than handing it to a thread. Policy mistakes come back as OK responses carrying an error observation;
-only a malformed request (no task, no tool name) is a gRPC error.
+than handing it to a thread. A backend that waits on I/O (an LLM endpoint) gets worker threads instead
+(`actor_threads`), so one slow call does not hold up the others or the health service. Policy mistakes
+come back as OK responses carrying an error observation; only a malformed request (no task, no tool name)
+is a gRPC error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,9 +31,17 @@ _WIRE_STATUS = {status: pb.CallStatus.Value("CALL_STATUS_" + status.name) for st
 
 
 class SimulatorServicer(pb_grpc.SimulatorServiceServicer):
-    def __init__(self, handler: ToolCallHandler, replica: str) -> None:
+    """Answers inline on the event loop, or on `executor`'s threads when the backend waits on I/O."""
+
+    def __init__(self, handler: ToolCallHandler, replica: str, executor: ThreadPoolExecutor | None = None) -> None:
         self.handler = handler
         self.replica = replica
+        self.executor = executor
+
+    async def _run(self, function, *args):
+        if self.executor is None:
+            return function(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
     async def MakeTools(self, request: pb.MakeToolsRequest, context: grpc.aio.ServicerContext) -> pb.MakeToolsResponse:
         if not request.HasField("task"):
@@ -38,7 +50,7 @@ class SimulatorServicer(pb_grpc.SimulatorServiceServicer):
             task = from_proto(request.task)
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"MakeTools: unusable task: {exc}")
-        toolset = self.handler.toolmaker.make_tools(task)
+        toolset = await self._run(self.handler.toolmaker.make_tools, task)
         return pb.MakeToolsResponse(
             tools_json=[json.dumps(spec.tool, ensure_ascii=False) for spec in toolset.tools],
             task_kind=toolset.task_kind,
@@ -50,7 +62,7 @@ class SimulatorServicer(pb_grpc.SimulatorServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT, f"CallTool: the request for task {request.task_id!r} has no tool_name"
             )
         documents = DocumentSet.of([Document(d.title, d.text) for d in request.documents])
-        outcome = self.handler.call(request.tool_name, request.arguments_json, documents)
+        outcome = await self._run(self.handler.call, request.tool_name, request.arguments_json, documents)
         return pb.CallToolResponse(
             observation_json=outcome.observation_json,
             status=_WIRE_STATUS[outcome.status],
@@ -63,15 +75,24 @@ class SimulatorServicer(pb_grpc.SimulatorServiceServicer):
 class SimulatorServer:
     """A started replica: the gRPC server, its call handler (cache, metrics) and its health status."""
 
-    def __init__(self, server: grpc.aio.Server, handler: ToolCallHandler, health_servicer: health.aio.HealthServicer):
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        handler: ToolCallHandler,
+        health_servicer: health.aio.HealthServicer,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
         self.server = server
         self.handler = handler
         self._health = health_servicer
+        self._executor = executor
 
     async def stop(self, grace: float | None) -> None:
         """Report NOT_SERVING first (health watchers move traffic away), then let in-flight calls finish."""
         await self._health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def wait_for_termination(self) -> None:
         await self.server.wait_for_termination()
@@ -88,13 +109,18 @@ async def create_server(
     metrics: SimulatorMetrics | None = None,
     auth_token: str | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    actor_threads: int = 0,
 ) -> tuple[SimulatorServer, int]:
     """Bind `address` ("host:port", port 0 picks a free one), start serving, return the server and bound port.
 
     The replica name defaults to "host:port" with the bound port; stop with `await server.stop(grace)`.
     With `auth_token` the service requires `authorization: Bearer <token>` (health stays open); with
-    `credentials` (see simulator.security.server_credentials) it serves TLS only.
+    `credentials` (see simulator.security.server_credentials) it serves TLS only. `actor_threads` > 0 answers
+    calls on that many worker threads, for a backend that waits on I/O (an LLM endpoint); 0 answers inline,
+    which is cheaper for the grounded backend's sub-millisecond lookups.
     """
+    if actor_threads < 0:
+        raise ValueError(f"actor_threads must be >= 0, got {actor_threads}")
     interceptors = [BearerTokenInterceptor(auth_token)] if auth_token else []
     server = grpc.aio.server(
         interceptors=interceptors,
@@ -118,10 +144,11 @@ async def create_server(
     )
     name = replica or f"{host}:{port}"
     handler.metrics.set_replica(name)
-    pb_grpc.add_SimulatorServiceServicer_to_server(SimulatorServicer(handler, name), server)
+    executor = ThreadPoolExecutor(actor_threads, thread_name_prefix="simulator-actor") if actor_threads else None
+    pb_grpc.add_SimulatorServiceServicer_to_server(SimulatorServicer(handler, name, executor), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     await server.start()
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    return SimulatorServer(server, handler, health_servicer), port
+    return SimulatorServer(server, handler, health_servicer, executor), port

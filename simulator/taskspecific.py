@@ -32,10 +32,22 @@ class Relation:
 
 _RELATIONS = (
     Relation("birth_year", "person", ("birth year", "year of birth", "born"), "date", "the year the person was born"),
-    Relation("birth_place", "person", ("born in", "birthplace", "place of birth", "born at"), "entity", "where the person was born"),
+    Relation(
+        "birth_place",
+        "person",
+        ("born in", "birthplace", "place of birth", "born at"),
+        "entity",
+        "where the person was born",
+    ),
     Relation("death_year", "person", ("death year", "died in", "died"), "date", "the year the person died"),
     Relation("occupation", "person", ("occupation", "profession", "worked as"), "text", "the person's occupation"),
-    Relation("employer", "person", ("works for", "worked for", "employer", "employed by"), "entity", "the company the person works for"),
+    Relation(
+        "employer",
+        "person",
+        ("works for", "worked for", "employer", "employed by"),
+        "entity",
+        "the company the person works for",
+    ),
     Relation("father", "person", ("father",), "entity", "the person's father"),
     Relation("mother", "person", ("mother",), "entity", "the person's mother"),
     Relation("spouse", "person", ("married to", "spouse", "wife", "husband"), "entity", "the person's spouse"),
@@ -45,13 +57,28 @@ _RELATIONS = (
     Relation("author", "work", ("written by", "author", "wrote"), "entity", "who wrote the work"),
     Relation("founder", "organization", ("founder", "founded by"), "entity", "who founded the organization"),
     Relation(
-        "founding_year", "entity", ("founded in", "established in", "founded", "established"), "date",
+        "founding_year",
+        "entity",
+        ("founded in", "established in", "founded", "established"),
+        "date",
         "the year the company, city or organization was founded",
     ),
-    Relation("headquarters", "company", ("headquarters", "headquartered in", "based in"), "entity", "where the company's headquarters are"),
-    Relation("country", "place", ("in the country of", "country of", "country", "located in"), "entity", "the country the place is in"),
+    Relation(
+        "headquarters",
+        "company",
+        ("headquarters", "headquartered in", "based in"),
+        "entity",
+        "where the company's headquarters are",
+    ),
+    Relation(
+        "country",
+        "place",
+        ("in the country of", "country of", "country", "located in"),
+        "entity",
+        "the country the place is in",
+    ),
     Relation("capital", "country", ("capital",), "entity", "the capital of the country"),
-)  # fmt: skip
+)
 RELATIONS: dict[str, Relation] = {relation.key: relation for relation in _RELATIONS}
 
 
@@ -73,9 +100,8 @@ def relation_spec(relation: Relation) -> ToolSpec:
     """The tool that reads `relation` of one entity; the same relation always gives the same tool."""
     tool = function_tool(
         relation.tool_name,
-        f"Look up {relation.description} (from the {relation.subject}'s page). "
-        "Returns the value, when it can be read off, and the sentences stating it.",
-        {relation.subject: text_parameter(f"The {relation.subject}'s name, as its page is titled.", 200)},
+        f"Get {relation.description}: the value and the sentence stating it.",
+        {relation.subject: text_parameter(f"Name of the {relation.subject}.", 200)},
         [relation.subject],
     )
     grounding = Grounding("relation", relation=relation.key, subject=relation.subject)
@@ -102,13 +128,14 @@ class StandardTools:
 # Questions about time: they need a year tool rather than a place tool, and compare/date arithmetic.
 _DATE_WORDS = r"\b(when|year|years|date|first|earlier|later|older|younger|oldest|youngest|before|after|age)\b"
 _BIRTH_PLACE = r"\bwhere\b[^?]*\bborn\b|\b(city|country|place|town)\b[^?]*\bborn\b|\bborn in (?!\d)|birthplace"
+_BORN_WHEN = r"\bborn\b[^?]*" + _DATE_WORDS + "|" + _DATE_WORDS + r"[^?]*\bborn\b|\b(older|younger|oldest|youngest)\b"
 _FOUNDER = r"\bfounder\b|\bwho (founded|established|started)\b|\bfounded by\b"
 _FOUNDED_WHEN = r"\b(when|year)\b[^?]*\b(founded|established)\b|\b(founded|established)\b[^?]*\b(first|earlier|later)\b"
 _PARENT_WORDS = r"grand(father|mother|parent)|-in-law|\bparents?\b"
 _RULES: tuple[tuple[str, str], ...] = (
     (_FOUNDER, "founder"),
     (_FOUNDED_WHEN, "founding_year"),
-    (r"\bborn\b[^?]*" + _DATE_WORDS + "|" + _DATE_WORDS + r"[^?]*\bborn\b|\b(older|younger|oldest|youngest)\b", "birth_year"),
+    (_BORN_WHEN, "birth_year"),
     (_BIRTH_PLACE, "birth_place"),
     (r"\b(died|death)\b", "death_year"),
     (r"\bdirect(or|ed)\b", "director"),
@@ -123,7 +150,7 @@ _RULES: tuple[tuple[str, str], ...] = (
     (r"\b(mother|maternal)\b|" + _PARENT_WORDS, "mother"),
     (r"\b(married|spouse|wife|husband)\b|-in-law", "spouse"),
     (r"\b(occupation|profession|job)\b", "occupation"),
-)  # fmt: skip
+)
 _COMPILED = tuple((re.compile(pattern, re.I), key) for pattern, key in _RULES)
 
 
@@ -138,4 +165,4 @@ def is_date_question(question: str) -> bool:
 
 def relation_tools(question: str, limit: int = 4) -> tuple[ToolSpec, ...]:
     """At most `limit` relation tools for the question (the first-listed relations are the most specific)."""
-    return tuple(relation_spec(relation) for relation in question_relations(question)[:limit])
+    return tuple(_SPECS[relation.tool_name] for relation in question_relations(question)[:limit])

@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mtr.grpcutil import BackgroundServer
 from mtr.simclient import SimulatorClient, SimulatorError, ToolCallRequest
 from mtr.task import Document
+from mtr.toolschema import validate_tool
 from mtr.v1 import simulator_service_pb2 as pb
 from mtr.v1 import simulator_service_pb2_grpc as pb_grpc
 from mtr.world import generate_tasks, generate_world
@@ -64,7 +65,9 @@ def test_health_reports_serving(server, service):
 def test_make_tools_returns_the_library_and_task_kind(client, world):
     task = generate_tasks(world, 4, 0)[0]
     toolset = client.make_toolset(task)
-    assert [tool["function"]["name"] for tool in client.make_tools(task)] == ["search", "open_page"]
+    names = [tool["function"]["name"] for tool in client.make_tools(task)]
+    assert names[:2] == ["search", "open_page"] and len(names) == len(set(names))
+    assert all(validate_tool(tool) is None for tool in toolset.tools)
     assert toolset.task_kind == task.question_type
 
 

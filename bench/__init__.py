@@ -1,0 +1,1 @@
+"""Benchmarks of MTR's services; each module runs with `python -m bench.<name>` and writes to bench/results/."""
