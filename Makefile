@@ -43,7 +43,7 @@ proto: install
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/mtr/v1/*.proto
 
 bench: install
-	$(PY) -m bench.run
+	$(PY) -m bench.simulator_bench
 
 clean:
 	rm -rf $(VENV) build *.egg-info
