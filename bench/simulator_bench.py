@@ -1,10 +1,12 @@
 """Throughput and latency of the simulator farm on loopback: `python -m bench.simulator_bench`.
 
-For 1, 2 and 4 replicas (`python -m simulator serve --replicas N`), cached and uncached, load-generator
-processes (multiprocessing; the client of the rollout workers, `SimulatorClient.call_many` in batches) send
-`search` calls for a bounded time and count. Cached = a small fixed set of calls that every replica already
-answered; uncached = every call's arguments are unique, so each one is validated, retrieved with BM25,
-checked against the output schema and inserted into the cache. Latency is per call, as the caller sees it.
+For 1, 2 and 4 replicas (`python -m simulator serve --replicas N`), cached and uncached, and for both wire
+paths of the client (`--rpc`: "batched" sends each replica's share of a `call_many` as one CallTools request,
+"unary" one CallTool per call), load-generator processes (multiprocessing; the client of the rollout workers,
+`SimulatorClient.call_many` in batches) send `search` calls for a bounded time and count. Cached = a small
+fixed set of calls that every replica already answered; uncached = every call's arguments are unique (across
+runs too), so each one is validated, retrieved with BM25, checked against the output schema and inserted into
+the cache. Latency is per call, as the caller sees it: the round trip of the request that carried it.
 Results go to bench/results/simulator.json and, as a markdown table, bench/results/simulator.md.
 
 The load generators share the machine's cores with the replicas, and so does anything else that runs. So
@@ -28,6 +30,7 @@ from pathlib import Path
 
 RESULTS_DIR = Path(__file__).parent / "results"
 MODES = ("cached", "uncached")
+RPCS = ("batched", "unary")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -37,6 +40,7 @@ class LoadSpec:
 
     addresses: tuple[str, ...]
     mode: str
+    rpc: str
     generator: int
     batch: int
     start_at: float
@@ -55,6 +59,7 @@ class LoadReport:
 
 @dataclass(frozen=True)
 class RunResult:
+    rpc: str
     replicas: int
     mode: str
     calls: int
@@ -72,14 +77,15 @@ class RunResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     results = []
     for replicas in args.replicas:
         with _Farm(replicas, args.cache_size) as farm:
             for mode in args.modes:
-                result = _run(farm, replicas, mode, args)
-                print(_row(result), flush=True)
-                results.append(result)
+                for rpc in args.rpc:
+                    result = _run(farm, replicas, mode, rpc, args)
+                    print(_row(result), flush=True)
+                    results.append(result)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     document = {"machine": _machine(), "settings": _settings(args), "runs": [asdict(r) for r in results]}
     (args.out_dir / "simulator.json").write_text(json.dumps(document, indent=2) + "\n")
@@ -93,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.simulator_bench", description=__doc__.splitlines()[0])
     parser.add_argument("--replicas", type=_int_list, default=[1, 2, 4], help="Comma-separated farm sizes.")
     parser.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES), help="cached,uncached")
+    parser.add_argument(
+        "--rpc",
+        choices=[*RPCS, "both"],
+        default="both",
+        help="Client wire path: one CallTools per replica and batch, one CallTool per call, or both side by side.",
+    )
     parser.add_argument("--generators", type=int, default=2, help="Load-generator processes.")
     parser.add_argument("--batch", type=int, default=8, help="Calls per call_many (in flight per generator).")
     parser.add_argument("--warmup-s", type=float, default=1.0, help="Unmeasured load before each measurement.")
@@ -101,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-size", type=int, default=100_000, help="Each replica's call cache.")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     return parser
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    args = _parser().parse_args(argv)
+    args.rpc = list(RPCS) if args.rpc == "both" else [args.rpc]
+    return args
 
 
 def _int_list(text: str) -> list[int]:
@@ -144,13 +162,13 @@ class _Farm:
         self._dir.cleanup()
 
 
-def _run(farm: _Farm, replicas: int, mode: str, args: argparse.Namespace) -> RunResult:
+def _run(farm: _Farm, replicas: int, mode: str, rpc: str, args: argparse.Namespace) -> RunResult:
     """Start the generators, let them warm up, and account for every core during their measured window."""
     context = multiprocessing.get_context("spawn")
     # Generators start (imports, world) and warm up until start_at; the CPU window opens then.
     start_at = time.time() + 3.0 + args.warmup_s
     specs = [
-        LoadSpec(farm.addresses, mode, g, args.batch, start_at, args.duration_s, args.max_calls)
+        LoadSpec(farm.addresses, mode, rpc, g, args.batch, start_at, args.duration_s, args.max_calls)
         for g in range(args.generators)
     ]
     with context.Pool(len(specs)) as pool:
@@ -168,6 +186,7 @@ def _run(farm: _Farm, replicas: int, mode: str, args: argparse.Namespace) -> Run
     seconds = max(report.elapsed_s for report in reports)
     generator_cpu = sum(report.cpu_s for report in reports)
     return RunResult(
+        rpc=rpc,
         replicas=replicas,
         mode=mode,
         calls=calls,
@@ -189,8 +208,8 @@ def _generate_load(spec: LoadSpec) -> LoadReport:
     """One generator process: warm up until `start_at`, then send batches until the time or call budget is spent."""
     from mtr.simclient import SimulatorClient
 
-    queries = _Queries(spec.mode, spec.generator)
-    with SimulatorClient(list(spec.addresses), timeout_s=30.0) as client:
+    queries = _Queries(spec.mode, f"{spec.rpc}-{spec.generator}")
+    with SimulatorClient(list(spec.addresses), timeout_s=30.0, rpc=spec.rpc) as client:
         client.wait_ready(30)
         while time.time() < spec.start_at:
             client.call_many(queries.next_batch(spec.batch))
@@ -206,9 +225,12 @@ def _generate_load(spec: LoadSpec) -> LoadReport:
 
 
 class _Queries:
-    """Search calls over the embedded world's page titles: a fixed set (cached) or never the same twice."""
+    """Search calls over the embedded world's page titles: a fixed set (cached) or never the same twice.
 
-    def __init__(self, mode: str, generator: int) -> None:
+    `generator` names the load generator and its run, so uncached calls of a later run on the same farm are new.
+    """
+
+    def __init__(self, mode: str, generator: str) -> None:
         from mtr.world import generate_world
 
         if mode not in MODES:
@@ -259,20 +281,31 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 def markdown_table(results: list[RunResult]) -> str:
-    """Calls/s, p50/p99, the speed-up over one replica of the same mode, and where the cores went."""
-    base = {r.mode: r.calls_per_s for r in results if r.replicas == 1}
+    """Calls/s, p50/p99, the speed-up over one replica (same path and mode) and over the unary path (same farm and
+    mode), and where the cores went."""
+    base = {(r.rpc, r.mode): r.calls_per_s for r in results if r.replicas == 1}
+    unary = {(r.replicas, r.mode): r.calls_per_s for r in results if r.rpc == "unary"}
     lines = [
-        "| replicas | mode | calls/s | vs 1 replica | p50 ms | p99 ms | cores: replicas | cores: load gen "
-        "| cores: other processes | errors |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| rpc | replicas | mode | calls/s | vs 1 replica | vs unary | p50 ms | p99 ms | cores: replicas "
+        "| cores: load gen | cores: other processes | errors |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in sorted(results, key=lambda r: (MODES.index(r.mode) if r.mode in MODES else 9, r.replicas)):
-        ratio = f"{r.calls_per_s / base[r.mode]:.2f}x" if base.get(r.mode) else "-"
+    for r in sorted(results, key=_table_order):
+        ratio = _ratio(r.calls_per_s, base.get((r.rpc, r.mode)))
+        gain = _ratio(r.calls_per_s, unary.get((r.replicas, r.mode))) if r.rpc != "unary" else "-"
         lines.append(
-            f"| {r.replicas} | {r.mode} | {r.calls_per_s:,.0f} | {ratio} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
-            f"| {r.replica_cores:.2f} | {r.generator_cores:.2f} | {r.other_cores:.2f} | {r.errors} |"
+            f"| {r.rpc} | {r.replicas} | {r.mode} | {r.calls_per_s:,.0f} | {ratio} | {gain} | {r.p50_ms:.2f} "
+            f"| {r.p99_ms:.2f} | {r.replica_cores:.2f} | {r.generator_cores:.2f} | {r.other_cores:.2f} | {r.errors} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _table_order(r: RunResult) -> tuple:
+    return (RPCS.index(r.rpc) if r.rpc in RPCS else 9, MODES.index(r.mode) if r.mode in MODES else 9, r.replicas)
+
+
+def _ratio(value: float, base: float | None) -> str:
+    return f"{value / base:.2f}x" if base else "-"
 
 
 def _caption(args: argparse.Namespace, results: list[RunResult]) -> str:
@@ -281,7 +314,8 @@ def _caption(args: argparse.Namespace, results: list[RunResult]) -> str:
     return (
         f"{os.cpu_count()} CPU cores shared by the replicas, {args.generators} load-generator processes "
         f"(`call_many` batches of {args.batch}, so {args.generators * args.batch} calls in flight) and everything "
-        f"else running; {args.duration_s:.0f} s measured per row after {args.warmup_s:.0f} s of warm-up. Other "
+        f"else running; {args.duration_s:.0f} s measured per row after {args.warmup_s:.0f} s of warm-up. A call's "
+        f"latency is the round trip of the request that carried it (batched: its replica's share of the batch). Other "
         f"processes used {others[0]:.2f}-{others[-1]:.2f} cores during the runs (load average up to "
         f"{max(r.load_average for r in results):.1f}). `python -m bench.simulator_bench`\n"
     )
@@ -289,7 +323,7 @@ def _caption(args: argparse.Namespace, results: list[RunResult]) -> str:
 
 def _row(result: RunResult) -> str:
     return (
-        f"{result.replicas} replica(s) {result.mode:8s} {result.calls_per_s:8.0f} calls/s  "
+        f"{result.rpc:7s} {result.replicas} replica(s) {result.mode:8s} {result.calls_per_s:8.0f} calls/s  "
         f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  cores: replicas {result.replica_cores:.2f}, "
         f"load gen {result.generator_cores:.2f}, other {result.other_cores:.2f} (load avg {result.load_average:.2f})"
     )
@@ -300,7 +334,7 @@ def _machine() -> dict:
 
 
 def _settings(args: argparse.Namespace) -> dict:
-    keys = ("generators", "batch", "warmup_s", "duration_s", "max_calls", "cache_size")
+    keys = ("rpc", "generators", "batch", "warmup_s", "duration_s", "max_calls", "cache_size")
     return {key: getattr(args, key) for key in keys}
 
 

@@ -1,19 +1,22 @@
-"""Client of the simulator farm: least-outstanding-requests balancing, failover, health watching, batches.
+"""Client of the simulator farm: least-outstanding-calls balancing, batched RPCs, failover, health watching.
 
 Replicas are registered by address ("host:port" each; started by `python -m simulator serve --replicas N` or
-one by one on other machines). Every call goes to the live replica with the fewest calls in flight; a call
-that meets UNAVAILABLE, DEADLINE_EXCEEDED or CANCELLED (a dying replica) marks that replica down and is sent
-again to another one, so a replica dying in the middle of a batch loses no call. A background thread asks every
-replica's standard health service at a fixed interval and brings a down replica back once it says SERVING.
+one by one on other machines). Calls go, a block of up to `balance_block_calls` at a time, to the live replica
+with the fewest calls in flight; the calls a replica gets from one `call_many` travel together in CallTools
+requests of at most `max_batch_calls` calls, because an RPC costs a few hundred microseconds of Python on each
+side and a cached tool call a few. (Blocks, not single calls: spreading an 8-call batch over 4 replicas would
+buy four RPCs of two calls each.) A request
+that meets UNAVAILABLE, DEADLINE_EXCEEDED or CANCELLED (a dying replica) marks that replica down and its calls
+are sent again to another one, so a replica dying in the middle of a batch loses no call. A background thread asks
+every replica's standard health service at a fixed interval and brings a down replica back once it says SERVING.
 When no replica is up, calls wait (with backoff) until their deadline and then fail naming every replica.
 
-The rollout worker batches the tool calls of all live sequences into one `call_many`; the calls go out at
+The rollout worker batches the tool calls of all live sequences into one `call_many`; its requests go out at
 once (gRPC futures) and a single thread collects them. Light on purpose: grpc and the generated stubs only.
 """
 
 from __future__ import annotations
 
-import enum
 import heapq
 import json
 import os
@@ -48,6 +51,7 @@ _CHANNEL_OPTIONS = [
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
 ]
+RPC_MODES = ("batched", "unary")
 _WAIT_BACKOFF_S = (0.02, 1.0)  # first and longest pause of a call waiting for any replica to come up
 _BUSY_POLL_S = 0.005
 
@@ -124,7 +128,7 @@ class _Replica:
 
 @dataclass(eq=False)
 class _Call:
-    """One request of a batch on its way: where it has been and until when it may keep trying."""
+    """One request of a `call_many` (or a MakeTools) on its way: where it has been, until when it may keep trying."""
 
     index: int
     request: object
@@ -136,6 +140,14 @@ class _Call:
     last_error: str = ""
 
 
+@dataclass(eq=False)
+class _Attempt:
+    """One RPC in flight: the calls it carries (one for a unary RPC) and the replica counting them as in flight."""
+
+    replica: _Replica
+    calls: list[_Call]
+
+
 class SimulatorClient:
     """Synchronous, thread-safe client of one or more simulator replicas ("host:port" each).
 
@@ -145,7 +157,13 @@ class SimulatorClient:
     is sent as `authorization: Bearer ...`; `tls_root_cert` (PEM bytes or a file) switches to TLS, with
     `tls_server_name` overriding the name checked against the server's certificate. At most
     `max_inflight_per_replica` calls are in flight per replica; the rest queue here, because a gRPC server sheds
-    load by cancelling calls once about a thousand wait unanswered, and retrying those only adds load.
+    load by cancelling RPCs once about a thousand wait unanswered, and retrying those only adds load. The default
+    leaves room for two full CallTools requests per replica, so a replica has the next one queued while the
+    client reads the last.
+
+    `rpc="batched"` (default) sends a replica's share of a `call_many` as CallTools requests of at most
+    `max_batch_calls` calls, handing out calls `balance_block_calls` at a time; `rpc="unary"` sends one CallTool
+    per call, balanced call by call (for replicas without CallTools, and benchmarks).
     """
 
     def __init__(
@@ -159,7 +177,10 @@ class SimulatorClient:
         tls_root_cert: bytes | str | Path | None = None,
         tls_server_name: str | None = None,
         health_interval_s: float = 0.5,
-        max_inflight_per_replica: int = 128,
+        max_inflight_per_replica: int = 512,
+        rpc: str = "batched",
+        max_batch_calls: int = 256,
+        balance_block_calls: int = 16,
     ) -> None:
         if not addresses:
             raise ValueError("SimulatorClient needs at least one replica address")
@@ -169,10 +190,19 @@ class SimulatorClient:
             raise ValueError(f"max_inflight_per_replica must be >= 1, got {max_inflight_per_replica}")
         if timeout_s <= 0 or health_interval_s <= 0:
             raise ValueError(f"timeout_s and health_interval_s must be > 0, got {timeout_s} and {health_interval_s}")
+        if rpc not in RPC_MODES:
+            raise ValueError(f"rpc must be one of {RPC_MODES}, got {rpc!r}")
+        if max_batch_calls < 1 or balance_block_calls < 1:
+            raise ValueError(
+                f"max_batch_calls and balance_block_calls must be >= 1, got {max_batch_calls} and {balance_block_calls}"
+            )
         self.addresses = tuple(addresses)
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self.max_inflight_per_replica = max_inflight_per_replica
+        self.rpc = rpc
+        self.max_batch_calls = max_batch_calls
+        self.balance_block_calls = balance_block_calls
         self.attempt_timeout_s = attempt_timeout_s or (timeout_s / 2 if max_attempts > 1 else timeout_s)
         token = os.environ.get(TOKEN_ENV) if auth_token is None else auth_token
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
@@ -220,7 +250,7 @@ class SimulatorClient:
     def make_toolset(self, task: Task) -> ToolSet:
         """Tools plus the ToolMaker's classification of the task (comparison, bridge, ...)."""
         request = pb.MakeToolsRequest(task=to_proto(task))
-        ((response, _),) = self._send_all("MakeTools", [request])
+        ((response, _),) = _Batch(self, "MakeTools", [request]).run()
         return ToolSet(tuple(json.loads(t) for t in response.tools_json), response.task_kind)
 
     def call_tool(self, task_id: str, name: str, arguments_json: str, documents: Sequence[Document] = ()) -> ToolResult:
@@ -232,18 +262,24 @@ class SimulatorClient:
 
         Identical calls in one batch (a GRPO group whose samples ask the same thing in the same turn) are sent
         once; the repeats get the same observation, marked `cached`, as the replica's cache would have done.
+        A call's `latency_s` is the round trip of the request that carried it, retries included.
         """
         first: dict[tuple, int] = {}
-        unique = [first.setdefault(_identity(c), i) == i for i, c in enumerate(calls)]
-        answers = iter(self._send_all("CallTool", [_to_request(c) for c, u in zip(calls, unique, strict=True) if u]))
+        origin = [first.setdefault(_identity(call), i) for i, call in enumerate(calls)]
+        requests = [_to_request(call) for i, call in enumerate(calls) if origin[i] == i]
+        method = "CallTools" if self.rpc == "batched" else "CallTool"
+        answers = iter(_Batch(self, method, requests).run())
         results: list[ToolResult] = []
-        for call, is_first in zip(calls, unique, strict=True):
-            if is_first:
-                results.append(_to_result(*next(answers)))
+        observations: dict[int, str] = {}
+        for i, source in enumerate(origin):
+            if source == i:
+                response, latency_s = next(answers)
+                observations[i] = response.observation_json
+                results.append(_to_result(response, latency_s))
             else:
-                original = results[first[_identity(call)]]
                 # A fresh dict per result: callers may keep or change an observation without touching its twins.
-                results.append(replace(original, observation=json.loads(json.dumps(original.observation)), cached=True))
+                observation = json.loads(observations[source])
+                results.append(replace(results[source], observation=observation, cached=True))
         return results
 
     def close(self) -> None:
@@ -259,31 +295,41 @@ class SimulatorClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _send_all(self, method: str, requests: list) -> list[tuple[object, float]]:
-        """Send every request at once; resend transient failures elsewhere; (response, latency) in request order."""
-        return _Batch(self, method, requests).run()
+    def _acquire(self, calls: list[_Call], block: int) -> tuple[dict[_Replica, list[_Call]], list[_Call], bool]:
+        """Give each `block` consecutive calls the least-loaded live replica (as many as fit under its in-flight
+        limit), counting them in flight there, all under one lock.
 
-    def _acquire(self, tried: set[int]) -> tuple[_Replica | None, bool]:
-        """A replica for one attempt (its in-flight count taken), or None and whether any replica is up at all."""
+        Returns the calls grouped by replica, the calls left without one (in order), and whether any replica is
+        up at all (if so, the left-over calls wait for a free slot; if not, for a replica to come back).
+        """
+        groups: dict[_Replica, list[_Call]] = {}
+        limit, position = self.max_inflight_per_replica, 0
         with self._lock:
-            replica = least_loaded(self._replicas, tried, self._turn, self.max_inflight_per_replica)
-            self._turn += 1
-            if replica is not None:
-                replica.inflight += 1
-                return replica, True
-            return None, any(r.up for r in self._replicas)
+            while position < len(calls):
+                taken = calls[position : position + block]
+                tried = set().union(*(call.tried for call in taken))
+                replica = least_loaded(self._replicas, tried, self._turn, limit)
+                self._turn += 1
+                if replica is None:  # whatever was tried: no live replica has room for any call
+                    return groups, calls[position:], any(r.up for r in self._replicas)
+                taken = taken[: limit - replica.inflight]
+                replica.inflight += len(taken)
+                groups.setdefault(replica, []).extend(taken)
+                position += len(taken)
+        return groups, [], True
 
-    def _release(self, replica: _Replica, index: int, future: grpc.Future, finished: queue.SimpleQueue) -> None:
-        """Runs on a gRPC thread when an attempt ends. A failing replica is marked down here, before its slot is
-        freed: a dead replica fails calls within microseconds, and until the batch's thread reads this failure
+    def _release(self, attempt: _Attempt, future: grpc.Future, finished: queue.SimpleQueue) -> None:
+        """Runs on a gRPC thread when an attempt ends. A failing replica is marked down here, before its slots are
+        freed: a dead replica fails requests within microseconds, and until the batch's thread reads this failure
         from the queue it would otherwise keep sending calls there."""
         code = future.code()
         with self._lock:
-            replica.inflight -= 1
+            attempt.replica.inflight -= len(attempt.calls)
             if code in _RETRYABLE and not future.cancelled():
+                replica = attempt.replica
                 replica.up, replica.down_at = False, time.monotonic()
                 replica.reason = f"{code.name}: {future.details()}"
-        finished.put((index, replica, future))
+        finished.put((attempt, future))
 
     def _no_replica_message(self, method: str, call: _Call) -> str:
         states = "; ".join(f"{s.address} ({'up' if s.up else 'down: ' + s.reason})" for s in self.replica_states())
@@ -295,29 +341,35 @@ class SimulatorClient:
 
 
 class _Batch:
-    """One `_send_all`: its calls, their answers and the attempts in flight, driven by the caller's thread alone.
+    """One `call_many` (or MakeTools): its calls, their answers and the RPCs in flight, driven by the caller's thread.
 
-    gRPC's completion threads only hand finished attempts over through a queue; every decision (retry where,
-    wait how long, give up) is made here. A call without a live replica waits with backoff (`waiting`); a call
-    whose live replicas are all at the in-flight limit waits for a slot (`blocked`). Any non-transient gRPC error
-    is final: the rest of the batch is cancelled and the error raised.
+    gRPC's completion threads only hand finished RPCs over through a queue; every decision (which replica, retry
+    where, wait how long, give up) is made here. Calls are assigned in blocks to the least-loaded replica, then
+    each replica's share goes out as CallTools requests of at most `max_batch_calls` calls (`method` "CallTools")
+    or as one unary RPC per call (any other method). A request that fails transiently sends all its calls
+    elsewhere. A call without a live replica waits with backoff (`waiting`); a call whose live replicas are all at
+    the in-flight limit waits for a slot (`blocked`). Any non-transient gRPC error is final: the rest of the
+    batch is cancelled and the error raised.
     """
 
     def __init__(self, client: SimulatorClient, method: str, requests: list) -> None:
         now = time.monotonic()
         self.client = client
         self.method = method
+        self.batched = method == "CallTools"
+        self.chunk = client.max_batch_calls if self.batched else 1
+        self.block = client.balance_block_calls if self.batched else 1
         self.calls = [_Call(i, request, now + client.timeout_s, now) for i, request in enumerate(requests)]
         self.answers: list = [None] * len(requests)
         self.finished: queue.SimpleQueue = queue.SimpleQueue()
-        self.outstanding: dict[int, grpc.Future] = {}
+        self.outstanding: dict[_Attempt, grpc.Future] = {}
         self.waiting: list[tuple[float, int]] = []  # heap of (when to look again, call index)
         self.blocked: deque[int] = deque()
 
     def run(self) -> list[tuple[object, float]]:
+        """(response, latency in seconds) per request, in request order."""
         try:
-            for call in self.calls:
-                self._send_or_park(call)
+            self._send(self.calls)
             remaining = len(self.calls)
             while remaining:
                 remaining -= self._next_event()
@@ -327,38 +379,53 @@ class _Batch:
         return self.answers
 
     def _next_event(self) -> int:
-        """Handle one finished attempt, or the parked calls that are due; 1 when a call got its final answer."""
+        """Handle one finished RPC, or the parked calls that are due; returns how many calls got their answer."""
         try:
-            index, replica, future = self.finished.get(timeout=self._pause())
+            attempt, future = self.finished.get(timeout=self._pause())
         except queue.Empty:
-            self._retry_parked()
+            self._send(self._due())
             return 0
-        del self.outstanding[index]
-        call = self.calls[index]
+        del self.outstanding[attempt]
         try:
-            self.answers[index] = (future.result(), time.monotonic() - call.started)
-            done = 1
+            responses = self._responses(attempt, future)
         except grpc.RpcError as exc:
-            self._failed(call, replica, exc)
-            self._send_or_park(call)
-            done = 0
-        self._retry_parked()
-        return done
+            self._failed(attempt, exc)
+            self._send(attempt.calls + self._due())
+            return 0
+        now = time.monotonic()
+        for call, response in zip(attempt.calls, responses, strict=True):
+            self.answers[call.index] = (response, now - call.started)
+        self._send(self._due())
+        return len(attempt.calls)
 
-    def _failed(self, call: _Call, replica: _Replica, exc: grpc.RpcError) -> None:
-        """Raise if the failure is final, else note it (`_release` has already marked the replica down)."""
-        description = _describe(self.method, replica.address, exc)
-        if exc.code() not in _RETRYABLE:
-            raise SimulatorError(description) from None
-        call.last_error = description
-        if call.attempts >= self.client.max_attempts:
+    def _responses(self, attempt: _Attempt, future: grpc.Future) -> list:
+        response = future.result()
+        if not self.batched:
+            return [response]
+        if len(response.results) != len(attempt.calls):
             raise SimulatorError(
-                f"{self.method} call still failing after {call.attempts} attempt(s) over "
+                f"CallTools on simulator replica {attempt.replica.address} answered {len(response.results)} "
+                f"result(s) to {len(attempt.calls)} call(s)"
+            )
+        return list(response.results)
+
+    def _failed(self, attempt: _Attempt, exc: grpc.RpcError) -> None:
+        """Raise if the failure is final, else note it (`_release` has already marked the replica down)."""
+        description = _describe(self.method, attempt.replica.address, exc)
+        if exc.code() not in _RETRYABLE:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED and self.batched:
+                description += " (a replica older than CallTools needs SimulatorClient(..., rpc='unary'))"
+            raise SimulatorError(description) from None
+        for call in attempt.calls:
+            call.last_error = description
+        if any(call.attempts >= self.client.max_attempts for call in attempt.calls):
+            raise SimulatorError(
+                f"{self.method} request still failing after {self.client.max_attempts} attempt(s) over "
                 f"{len(self.client.addresses)} replica(s); last: {description}"
             )
 
     def _pause(self) -> float | None:
-        """How long to wait for a finished attempt before looking at parked calls again (None: no need to)."""
+        """How long to wait for a finished RPC before looking at parked calls again (None: no need to)."""
         pauses = []
         if self.waiting:
             pauses.append(max(self.waiting[0][0] - time.monotonic(), 0.0))
@@ -366,26 +433,32 @@ class _Batch:
             pauses.append(_BUSY_POLL_S)  # the slots are held by other threads' calls: no completion will wake us
         return min(pauses) if pauses else None
 
-    def _retry_parked(self) -> None:
-        while self.blocked:
-            call = self.calls[self.blocked.popleft()]
-            outcome = self._dispatch(call)
-            if outcome is _Outcome.BUSY:
-                self.blocked.appendleft(call.index)  # keep its place: first blocked, first sent
-                break
-            if outcome is _Outcome.DOWN:
-                self._wait(call)
+    def _due(self) -> list[_Call]:
+        """The parked calls to try again now: every blocked one (first blocked first), then the waiting ones due."""
+        due = [self.calls[index] for index in self.blocked]
+        self.blocked.clear()
         now = time.monotonic()
         while self.waiting and self.waiting[0][0] <= now:
-            _, index = heapq.heappop(self.waiting)
-            self._send_or_park(self.calls[index])
+            due.append(self.calls[heapq.heappop(self.waiting)[1]])
+        return due
 
-    def _send_or_park(self, call: _Call) -> None:
-        outcome = self._dispatch(call)
-        if outcome is _Outcome.BUSY:
-            self.blocked.append(call.index)
-        elif outcome is _Outcome.DOWN:
-            self._wait(call)
+    def _send(self, calls: list[_Call]) -> None:
+        """Send `calls` to the least-loaded replicas, park those without one; raise once a deadline has passed."""
+        if not calls:
+            return
+        now = time.monotonic()
+        for call in calls:
+            if now >= call.deadline:
+                raise SimulatorError(self.client._no_replica_message(self.method, call))
+        groups, left, any_up = self.client._acquire(calls, self.block)
+        for replica, group in groups.items():
+            for part in _split(group, self.chunk):
+                self._start(replica, part, now)
+        for call in left:
+            if any_up:
+                self.blocked.append(call.index)
+            else:
+                self._wait(call)
 
     def _wait(self, call: _Call) -> None:
         """No replica is up: look again after a growing pause (the health watcher is asked to check right away)."""
@@ -395,29 +468,31 @@ class _Batch:
         call.waits += 1
         heapq.heappush(self.waiting, (now + pause, call.index))
 
-    def _dispatch(self, call: _Call) -> _Outcome:
-        """Send `call` to the least-loaded live replica; raise once its deadline has passed."""
-        now = time.monotonic()
-        if now >= call.deadline:
-            raise SimulatorError(self.client._no_replica_message(self.method, call))
-        replica, any_up = self.client._acquire(call.tried)
-        if replica is None:
-            return _Outcome.BUSY if any_up else _Outcome.DOWN
-        call.attempts += 1
-        call.tried.add(replica.index)
-        timeout = min(self.client.attempt_timeout_s, call.deadline - now)
-        stub_method = getattr(replica.stub, self.method)
-        future = stub_method.future(call.request, timeout=timeout, metadata=self.client._metadata)
-        self.outstanding[call.index] = future
+    def _start(self, replica: _Replica, calls: list[_Call], now: float) -> None:
+        """One RPC to `replica` (whose in-flight count already holds `calls`), bounded by its calls' deadlines."""
+        for call in calls:
+            call.attempts += 1
+            call.tried.add(replica.index)
+        timeout = min(self.client.attempt_timeout_s, min(call.deadline for call in calls) - now)
+        if self.batched:
+            request = pb.CallToolsRequest(calls=[call.request for call in calls])
+        else:
+            request = calls[0].request
+        future = getattr(replica.stub, self.method).future(request, timeout=timeout, metadata=self.client._metadata)
+        attempt = _Attempt(replica, calls)
+        self.outstanding[attempt] = future
         finished, release = self.finished, self.client._release
-        future.add_done_callback(lambda done: release(replica, call.index, done, finished))
-        return _Outcome.SENT
+        future.add_done_callback(lambda done: release(attempt, done, finished))
 
 
-class _Outcome(enum.Enum):
-    SENT = "sent"
-    BUSY = "busy"  # replicas are up, but every one is at the in-flight limit
-    DOWN = "down"  # no replica is up
+def _split(calls: list[_Call], size: int) -> list[list[_Call]]:
+    """`calls` in consecutive parts of at most `size`, as even as possible (300 by 256 gives 150 + 150)."""
+    parts = -(-len(calls) // size)
+    base, extra = divmod(len(calls), parts)
+    bounds = [0]
+    for part in range(parts):
+        bounds.append(bounds[-1] + base + (part < extra))
+    return [calls[bounds[i] : bounds[i + 1]] for i in range(parts)]
 
 
 class _HealthWatcher:
@@ -425,6 +500,10 @@ class _HealthWatcher:
 
     An answer only counts if its check started after the replica was last marked down, so an old SERVING
     cannot undo a failure seen a moment ago.
+
+    It also keeps one health Watch open per channel, only so that the channel stays busy: gRPC's synchronous
+    channel polls on a thread that lives while some call is in flight, so without a standing call every
+    `call_many` after a pause starts a new thread, about a quarter of the client's CPU per round trip.
     """
 
     def __init__(self, replicas: list[_Replica], lock: threading.Lock, interval_s: float, metadata) -> None:
@@ -434,6 +513,7 @@ class _HealthWatcher:
         self._metadata = metadata
         self._stopped = threading.Event()
         self._woken = threading.Event()
+        self._streams: list[grpc.Future | None] = [None] * len(replicas)
         self._thread = threading.Thread(target=self._run, name="simulator-health", daemon=True)
         self._thread.start()
 
@@ -452,18 +532,32 @@ class _HealthWatcher:
     def _run(self) -> None:
         request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
         timeout, replicas = max(self._interval_s, 1.0), self._replicas
-        while not self._stopped.is_set():
-            started = time.monotonic()
-            try:
-                checks = [r.health.Check.future(request, timeout=timeout, metadata=self._metadata) for r in replicas]
-            except ValueError:  # a channel closed under us: the client is closing
-                if self._stopped.is_set():
-                    return
-                raise
-            for replica, check in zip(replicas, checks, strict=True):
-                self._apply(replica, check, started)
-            self._woken.wait(max(self._interval_s - (time.monotonic() - started), 0.0))
-            self._woken.clear()
+        try:
+            while not self._stopped.is_set():
+                started = time.monotonic()
+                try:
+                    self._keep_streams_open(request)
+                    checks = [
+                        r.health.Check.future(request, timeout=timeout, metadata=self._metadata) for r in replicas
+                    ]
+                except ValueError:  # a channel closed under us: the client is closing
+                    if self._stopped.is_set():
+                        return
+                    raise
+                for replica, check in zip(replicas, checks, strict=True):
+                    self._apply(replica, check, started)
+                self._woken.wait(max(self._interval_s - (time.monotonic() - started), 0.0))
+                self._woken.clear()
+        finally:
+            for stream in self._streams:  # an abandoned client's channels must be free to close
+                if stream is not None:
+                    stream.cancel()
+
+    def _keep_streams_open(self, request: health_pb2.HealthCheckRequest) -> None:
+        for index, replica in enumerate(self._replicas):
+            stream = self._streams[index]
+            if stream is None or stream.done():
+                self._streams[index] = replica.health.Watch(request, metadata=self._metadata)
 
     def _apply(self, replica: _Replica, check: grpc.Future, started: float) -> None:
         try:

@@ -1,10 +1,11 @@
 """One tool call from raw policy text to a checked observation, independent of the transport.
 
-Order of checks: known tool, size, JSON; then the call cache (an entry exists only for arguments that once
-passed the schema, so a hit skips validation: repeats within a GRPO group are the common case and must be
-cheap), the argument schema, the actor, and the tool's output schema. Every failure becomes a readable
-`{"error": ...}` observation with its status, because these are the policy's mistakes and the policy must be
-able to read and recover from them.
+Order of checks: known tool, size; the call cache under the text as written (policies mostly write the
+canonical form, and then a hit needs no JSON work at all); JSON; the call cache under the canonical form (an
+entry exists only for arguments that once passed the schema, so a hit skips validation: repeats within a GRPO
+group are the common case and must be cheap), the argument schema, the actor, and the tool's output schema.
+Every failure becomes a readable `{"error": ...}` observation with its status, because these are the policy's
+mistakes and the policy must be able to read and recover from them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import enum
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +23,7 @@ from jsonschema import Draft202012Validator
 from mtr.toolschema import argument_errors, instance_errors
 from simulator.cache import CallKey, LRUCache, call_key
 from simulator.grounded import CORPUS, DocumentSet
+from simulator.library import ToolSpec
 from simulator.metrics import SimulatorMetrics
 from simulator.toolmaker import ToolMaker
 
@@ -80,18 +83,33 @@ class ToolCallHandler:
 
     def call(self, tool: str, arguments_json: str, documents: DocumentSet = CORPUS) -> CallOutcome:
         """Answer one call; never raises for anything the policy wrote."""
-        label = tool if self.toolmaker.spec(tool) is not None else "unknown"
         self.metrics.inflight.inc()
-        start = time.perf_counter()
         try:
-            outcome = self._call(tool, arguments_json, documents)
+            return self._answer(tool, arguments_json, documents)
         finally:
             self.metrics.inflight.dec()
+
+    def call_batch(self, calls: Sequence[tuple[str, str, DocumentSet]]) -> list[CallOutcome]:
+        """Answer (tool, arguments_json, documents) calls in order, each exactly as `call` would (a CallTools batch).
+
+        The in-flight gauge moves once per batch rather than once per call: its lock is a visible part of a
+        cached call's cost, and every call of the batch is in flight until the batch is answered.
+        """
+        self.metrics.inflight.inc(len(calls))
+        try:
+            return [self._answer(tool, arguments_json, documents) for tool, arguments_json, documents in calls]
+        finally:
+            self.metrics.inflight.dec(len(calls))
+
+    def _answer(self, tool: str, arguments_json: str, documents: DocumentSet) -> CallOutcome:
+        start = time.perf_counter()
+        spec = self.toolmaker.spec(tool)
+        outcome = self._call(tool, spec, arguments_json, documents)
+        label = tool if spec is not None else "unknown"
         self.metrics.observe_call(label, outcome.status.value, time.perf_counter() - start)
         return outcome
 
-    def _call(self, tool: str, arguments_json: str, documents: DocumentSet) -> CallOutcome:
-        spec = self.toolmaker.spec(tool)
+    def _call(self, tool: str, spec: ToolSpec | None, arguments_json: str, documents: DocumentSet) -> CallOutcome:
         if spec is None:
             known = ", ".join(self.toolmaker.tool_names)
             return _error(CallStatus.UNKNOWN_TOOL, f"unknown tool {_short(tool)!r}; available tools: {known}")
@@ -100,12 +118,16 @@ class ToolCallHandler:
                 CallStatus.INPUT_TOO_LARGE,
                 f"{tool}: arguments are {len(arguments_json)} characters, the limit is {self.max_argument_chars}",
             )
-        try:
-            arguments = json.loads(arguments_json)
-            key = call_key(tool, arguments, documents.key)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            return _error(CallStatus.INVALID_ARGUMENTS, f"{tool}: arguments are not valid JSON ({exc})")
-        cached = self.cache.get(key)
+        # Only canonical keys are stored, so text equal to one is that same call, and valid JSON.
+        written = (tool, arguments_json, documents.key)
+        cached = self.cache.get(written)
+        if cached is None:
+            try:
+                arguments = json.loads(arguments_json)
+                key = call_key(tool, arguments, documents.key)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                return _error(CallStatus.INVALID_ARGUMENTS, f"{tool}: arguments are not valid JSON ({exc})")
+            cached = self.cache.get(key) if key != written else None
         if cached is not None:
             self.metrics.cache_hits.inc()
             return CallOutcome(cached, CallStatus.OK, cached=True)
@@ -114,15 +136,15 @@ class ToolCallHandler:
             errors = argument_errors(spec.tool, arguments)
             return _error(CallStatus.INVALID_ARGUMENTS, f"{tool}: invalid arguments: {'; '.join(errors)}")
         self.metrics.cache_misses.inc()
-        return self._execute(tool, arguments, documents, key)
+        return self._execute(tool, spec, arguments, documents, key)
 
-    def _execute(self, tool: str, arguments: dict, documents: DocumentSet, key: CallKey) -> CallOutcome:
+    def _execute(self, tool: str, spec: ToolSpec, arguments: dict, documents: DocumentSet, key: CallKey) -> CallOutcome:
         try:
             observation = self.actor.run(tool, arguments, documents)
         except Exception as exc:  # the policy gets a readable error; the operator gets the traceback
             log.exception("tool %s failed on arguments %s", tool, key[1][:200])
             return _error(CallStatus.BACKEND_ERROR, f"{tool}: the simulator failed: {exc}")
-        output_schema = self.toolmaker.spec(tool).output_schema
+        output_schema = spec.output_schema
         if not self._validators.is_valid(output_schema, observation):
             errors = instance_errors(output_schema, observation)
             log.error("tool %s produced an observation that breaks its output schema: %s", tool, errors)

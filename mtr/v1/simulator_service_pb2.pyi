@@ -62,3 +62,15 @@ class CallToolResponse(_message.Message):
     cached: bool
     replica: str
     def __init__(self, observation_json: _Optional[str] = ..., status: _Optional[_Union[CallStatus, str]] = ..., error: _Optional[str] = ..., cached: _Optional[bool] = ..., replica: _Optional[str] = ...) -> None: ...
+
+class CallToolsRequest(_message.Message):
+    __slots__ = ("calls",)
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[CallToolRequest]
+    def __init__(self, calls: _Optional[_Iterable[_Union[CallToolRequest, _Mapping]]] = ...) -> None: ...
+
+class CallToolsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[CallToolResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[CallToolResponse, _Mapping]]] = ...) -> None: ...

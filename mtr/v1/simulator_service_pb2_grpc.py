@@ -45,6 +45,11 @@ class SimulatorServiceStub:
                 request_serializer=mtr_dot_v1_dot_simulator__service__pb2.CallToolRequest.SerializeToString,
                 response_deserializer=mtr_dot_v1_dot_simulator__service__pb2.CallToolResponse.FromString,
                 _registered_method=True)
+        self.CallTools = channel.unary_unary(
+                '/mtr.v1.SimulatorService/CallTools',
+                request_serializer=mtr_dot_v1_dot_simulator__service__pb2.CallToolsRequest.SerializeToString,
+                response_deserializer=mtr_dot_v1_dot_simulator__service__pb2.CallToolsResponse.FromString,
+                _registered_method=True)
 
 
 class SimulatorServiceServicer:
@@ -63,6 +68,15 @@ class SimulatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CallTools(self, request, context):
+        """Many calls in one round trip (a rollout turn's calls): each is answered as CallTool would, and a bad call gets
+        its own error status and observation instead of failing the batch. More calls than the replica's limit
+        (default 4096) is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SimulatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +89,11 @@ def add_SimulatorServiceServicer_to_server(servicer, server):
                     servicer.CallTool,
                     request_deserializer=mtr_dot_v1_dot_simulator__service__pb2.CallToolRequest.FromString,
                     response_serializer=mtr_dot_v1_dot_simulator__service__pb2.CallToolResponse.SerializeToString,
+            ),
+            'CallTools': grpc.unary_unary_rpc_method_handler(
+                    servicer.CallTools,
+                    request_deserializer=mtr_dot_v1_dot_simulator__service__pb2.CallToolsRequest.FromString,
+                    response_serializer=mtr_dot_v1_dot_simulator__service__pb2.CallToolsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +151,33 @@ class SimulatorService:
             '/mtr.v1.SimulatorService/CallTool',
             mtr_dot_v1_dot_simulator__service__pb2.CallToolRequest.SerializeToString,
             mtr_dot_v1_dot_simulator__service__pb2.CallToolResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CallTools(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mtr.v1.SimulatorService/CallTools',
+            mtr_dot_v1_dot_simulator__service__pb2.CallToolsRequest.SerializeToString,
+            mtr_dot_v1_dot_simulator__service__pb2.CallToolsResponse.FromString,
             options,
             channel_credentials,
             insecure,

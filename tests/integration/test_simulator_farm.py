@@ -16,7 +16,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mtr.grpcutil import BackgroundServer
 from mtr.simclient import SimulatorClient, SimulatorError, ToolCallRequest
@@ -151,7 +153,8 @@ def test_killing_a_replica_mid_burst_loses_no_call(tmp_path):
         _serve(tmp_path, "--name", "a", ready_name="a.json") as (victim, a),
         _serve(tmp_path, "--name", "b", ready_name="b.json") as (_, b),
     ):
-        with SimulatorClient([a["address"], b["address"]], timeout_s=30) as client:
+        # Batched (the default), in requests of at most 64 calls: the victim dies holding whole requests.
+        with SimulatorClient([a["address"], b["address"]], timeout_s=30, max_batch_calls=64) as client:
             client.wait_ready(20)
             calls = [_search(i) for i in range(3000)]
             outcome: dict = {}
@@ -187,6 +190,21 @@ def test_a_replica_that_comes_back_gets_calls_again():
     finally:
         first.stop(grace=0.1)
         other.stop(grace=0.1)
+
+
+def test_stopping_ends_open_health_watches_instead_of_waiting_out_the_grace():
+    server = _replica("w")
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+            assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+            server.stop(grace=10)
+            rest = [response.status for response in stream]
+            # Ended by the server (OK), not cancelled when the grace ran out (what the stock Watch gets).
+            assert stream.code() == grpc.StatusCode.OK
+            assert set(rest) <= {health_pb2.HealthCheckResponse.NOT_SERVING}
+    finally:
+        server.stop(grace=0.1)
 
 
 def test_batches_spread_over_replicas_and_repeats_are_sent_once():
@@ -232,7 +250,9 @@ def test_with_actor_threads_a_slow_call_does_not_hold_up_the_others():
             assert fast.observation["results"][0]["title"] == "fast" and "result" not in slow
             actor.release.set()
             waiting.join(timeout=20)
+            batch = client.call_many([ToolCallRequest("t", "search", json.dumps({"query": q})) for q in "abc"])
         assert slow["result"].observation["results"][0]["title"] == "slow"
+        assert [r.observation["results"][0]["title"] for r in batch] == ["a", "b", "c"]
     finally:
         actor.release.set()
         server.stop(grace=0.1)

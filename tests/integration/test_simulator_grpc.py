@@ -21,6 +21,7 @@ from mtr.task import Document
 from mtr.toolschema import validate_tool
 from mtr.v1 import simulator_service_pb2 as pb
 from mtr.v1 import simulator_service_pb2_grpc as pb_grpc
+from mtr.v1 import task_pb2
 from mtr.world import generate_tasks, generate_world
 from simulator.grounded import GroundedActor
 from simulator.server import create_server
@@ -99,9 +100,98 @@ def test_bad_inputs_come_back_as_error_observations(client, name, arguments, sta
     assert result.observation == {"error": result.error} and name in result.error
 
 
-def test_request_without_tool_name_is_invalid_argument(client):
-    with pytest.raises(SimulatorError, match="INVALID_ARGUMENT.*tool_name"):
-        client.call_tool("t3", "", "{}")
+def test_unary_request_without_tool_name_is_invalid_argument(server):
+    with SimulatorClient([server.address], timeout_s=5.0, rpc="unary") as unary:
+        with pytest.raises(SimulatorError, match="INVALID_ARGUMENT.*tool_name"):
+            unary.call_tool("t3", "", "{}")
+
+
+def test_in_a_batch_a_call_without_tool_name_is_an_unknown_tool_observation(client):
+    result = client.call_tool("t3", "", "{}")
+    assert result.status == "unknown_tool" and "available tools" in result.observation["error"]
+
+
+def _stub_call_tools(address: str, calls: list[pb.CallToolRequest]) -> pb.CallToolsResponse:
+    with grpc.insecure_channel(address) as channel:
+        return pb_grpc.SimulatorServiceStub(channel).CallTools(pb.CallToolsRequest(calls=calls), timeout=10)
+
+
+def test_call_tools_answers_good_and_bad_calls_in_order(server, world):
+    title = world.documents[0].title
+    requests = [
+        pb.CallToolRequest(task_id="b", tool_name="open_page", arguments_json=json.dumps({"title": title})),
+        pb.CallToolRequest(task_id="b", tool_name="browse", arguments_json="{}"),
+        pb.CallToolRequest(task_id="b", tool_name="search", arguments_json="{not json"),
+        pb.CallToolRequest(task_id="b", tool_name="", arguments_json="{}"),
+        pb.CallToolRequest(task_id="b", tool_name="search", arguments_json=json.dumps({"query": "x" * 3000})),
+        pb.CallToolRequest(
+            task_id="b",
+            tool_name="search",
+            arguments_json='{"query": "mayor Alba"}',
+            documents=[task_pb2.Document(title="Alba Town", text="Alba Town's mayor is Bert Crane.")],
+        ),
+        pb.CallToolRequest(task_id="b", tool_name="open_page", arguments_json=json.dumps({"title": title})),
+    ]
+    results = _stub_call_tools(server.address, requests).results
+    assert [pb.CallStatus.Name(r.status) for r in results] == [
+        "CALL_STATUS_OK",
+        "CALL_STATUS_UNKNOWN_TOOL",
+        "CALL_STATUS_INVALID_ARGUMENTS",
+        "CALL_STATUS_UNKNOWN_TOOL",
+        "CALL_STATUS_INPUT_TOO_LARGE",
+        "CALL_STATUS_OK",
+        "CALL_STATUS_OK",
+    ]
+    observations = [json.loads(r.observation_json) for r in results]
+    assert observations[0]["title"] == title and observations[6] == observations[0] and results[6].cached
+    assert observations[5]["results"][0]["title"] == "Alba Town"
+    assert all(list(observations[i]) == ["error"] and results[i].error for i in (1, 2, 3, 4))
+    assert {r.replica for r in results} == {"r0"}
+
+
+def test_call_tools_of_nothing_answers_nothing(server):
+    assert len(_stub_call_tools(server.address, []).results) == 0
+
+
+@pytest.fixture(scope="module")
+def small_batch_server(world):
+    """A replica that takes at most 4 calls per CallTools request."""
+    actor, toolmaker = GroundedActor(world.documents, top_k=3), ToolMaker()
+    background = BackgroundServer(
+        lambda address: create_server(address, actor, toolmaker, replica="small", max_batch_calls=4)
+    )
+    yield background
+    background.stop(grace=0.5)
+
+
+def test_a_batch_over_the_replicas_limit_is_invalid_argument(small_batch_server):
+    calls = [pb.CallToolRequest(task_id="t", tool_name="search", arguments_json='{"query": "a"}')] * 5
+    with pytest.raises(grpc.RpcError) as error:
+        _stub_call_tools(small_batch_server.address, calls)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "5 calls" in error.value.details() and "limit is 4" in error.value.details()
+    with SimulatorClient([small_batch_server.address], timeout_s=5.0) as client:
+        with pytest.raises(SimulatorError, match="INVALID_ARGUMENT.*limit is 4"):
+            client.call_many([ToolCallRequest("t", "search", json.dumps({"query": f"q{i}"})) for i in range(5)])
+
+
+def test_the_client_splits_batches_to_fit_and_keeps_their_order(small_batch_server, world):
+    titles = [doc.title for doc in world.documents[:10]]
+    calls = [ToolCallRequest("t", "open_page", json.dumps({"title": title})) for title in titles]
+    with SimulatorClient([small_batch_server.address], timeout_s=5.0, max_batch_calls=4) as client:
+        results = client.call_many(calls)
+    assert [r.observation["title"] for r in results] == titles and all(r.ok for r in results)
+
+
+def test_unary_and_batched_paths_give_the_same_answers(server, world):
+    calls = [ToolCallRequest("t", "search", json.dumps({"query": f"{d.title} born"})) for d in world.documents[:6]]
+    calls += [ToolCallRequest("t", "browse", "{}"), calls[0]]
+    with SimulatorClient([server.address], timeout_s=5.0, rpc="unary") as unary:
+        expected = unary.call_many(calls)
+    with SimulatorClient([server.address], timeout_s=5.0) as batched:
+        results = batched.call_many(calls)
+    assert [(r.observation, r.status) for r in results] == [(r.observation, r.status) for r in expected]
+    assert results[-1].cached and all(r.latency_s > 0 for r in results)
 
 
 def test_call_many_answers_50_calls_in_order_with_cache_hits(client, world):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mtr.simclient import SimulatorClient, ToolResult, _Replica, least_loaded
+from mtr.simclient import SimulatorClient, ToolResult, _Call, _Replica, _split, least_loaded
 
 
 def _replicas(*states: tuple[bool, int]) -> list[_Replica]:
@@ -45,6 +45,9 @@ def test_balancing_a_batch_by_outstanding_requests_spreads_it_evenly():
         ({"addresses": []}, "at least one"),
         ({"addresses": ["a:1"], "max_attempts": 0}, "max_attempts"),
         ({"addresses": ["a:1"], "timeout_s": 0}, "timeout_s"),
+        ({"addresses": ["a:1"], "rpc": "streaming"}, "rpc"),
+        ({"addresses": ["a:1"], "max_batch_calls": 0}, "max_batch_calls"),
+        ({"addresses": ["a:1"], "balance_block_calls": 0}, "balance_block_calls"),
     ],
 )
 def test_bad_settings_are_refused(kwargs, message):
@@ -74,3 +77,56 @@ def test_empty_batch_needs_no_replica():
 def test_tool_result_keeps_its_positional_shape():
     result = ToolResult({"results": []}, "ok", "", False, "r0")
     assert result.ok and result.latency_s == 0.0
+
+
+def _calls(count: int) -> list[_Call]:
+    return [_Call(i, None, deadline=1e9, started=0.0) for i in range(count)]
+
+
+def _quiet_client(max_inflight: int) -> SimulatorClient:
+    """Two unreachable replicas believed up, with the health watcher stopped so that it cannot mark them down."""
+    client = SimulatorClient(["127.0.0.1:1", "127.0.0.1:2"], max_inflight_per_replica=max_inflight)
+    client._watcher.stop()
+    client._watcher.join()
+    for replica in client._replicas:
+        replica.up = True
+    return client
+
+
+@pytest.mark.parametrize(("block", "shares"), [(1, {0: 7, 1: 3}), (3, {0: 7, 1: 3}), (16, {0: 10})])
+def test_a_batch_is_shared_out_by_calls_in_flight_a_block_at_a_time(block, shares):
+    with _quiet_client(max_inflight=100) as client:
+        client._replicas[1].inflight = 4
+        groups, left, any_up = client._acquire(_calls(10), block)
+        assert {replica.index: len(group) for replica, group in groups.items()} == shares
+        assert left == [] and any_up
+        assert sum(r.inflight for r in client._replicas) == 14
+
+
+def test_calls_beyond_the_in_flight_limit_are_left_over_in_order():
+    with _quiet_client(max_inflight=3) as client:
+        client._replicas[1].up = False
+        calls = _calls(5)
+        groups, left, any_up = client._acquire(calls, 2)
+        assert [len(group) for group in groups.values()] == [3] and left == calls[3:] and any_up
+        client._replicas[0].up = False
+        assert client._acquire(calls, 2) == ({}, calls, False)
+
+
+def test_a_block_goes_where_none_of_its_calls_has_been():
+    with _quiet_client(max_inflight=100) as client:
+        calls = _calls(4)
+        calls[2].tried.add(0)
+        groups, _, _ = client._acquire(calls, 4)
+        assert {replica.index for replica in groups} == {1}
+
+
+@pytest.mark.parametrize(
+    ("count", "size", "parts"),
+    [(1, 256, [1]), (256, 256, [256]), (300, 256, [150, 150]), (10, 4, [4, 3, 3]), (513, 256, [171, 171, 171])],
+)
+def test_a_replicas_share_is_split_into_even_requests(count, size, parts):
+    calls = _calls(count)
+    split = _split(calls, size)
+    assert [len(part) for part in split] == parts
+    assert [call for part in split for call in part] == calls

@@ -119,3 +119,41 @@ def test_lru_evicts_least_recently_used():
     cache.put("c", 3)
     assert (cache.get("b"), cache.get("a"), cache.get("c")) == (None, 1, 3)
     assert (cache.hits, cache.misses) == (3, 1)
+
+
+def test_a_batch_answers_each_call_in_order_with_its_own_status_and_metrics(handler):
+    from simulator.grounded import CORPUS
+
+    calls = [
+        ("search", '{"query": "mayor of Alba Town"}', CORPUS),
+        ("browse", "{}", CORPUS),
+        ("", "{}", CORPUS),
+        ("search", "{not json", CORPUS),
+        ("search", '{"query": "mayor of Alba Town"}', CORPUS),
+        ("open_page", '{"title": "Bert Crane"}', CORPUS),
+    ]
+    outcomes = handler.call_batch(calls)
+    assert [o.status for o in outcomes] == [
+        CallStatus.OK,
+        CallStatus.UNKNOWN_TOOL,
+        CallStatus.UNKNOWN_TOOL,
+        CallStatus.INVALID_ARGUMENTS,
+        CallStatus.OK,
+        CallStatus.OK,
+    ]
+    assert [o.cached for o in outcomes] == [False, False, False, False, True, False]
+    assert json.loads(outcomes[5].observation_json)["title"] == "Bert Crane"
+    assert "available tools" in outcomes[2].error
+    assert _sample(handler, "mtr_simulator_calls_total", tool="search", status="ok") == 2
+    assert _sample(handler, "mtr_simulator_calls_total", tool="unknown", status="unknown_tool") == 2
+    assert _sample(handler, "mtr_simulator_call_seconds_count", tool="search") == 3
+    assert _sample(handler, "mtr_simulator_cache_hits_total") == 1
+    assert _sample(handler, "mtr_simulator_inflight_calls") == 0
+
+
+def test_the_cache_only_answers_text_that_means_the_same_call(handler):
+    first = handler.call("search", '{"query": "Dorvik"}')
+    assert handler.call("search", '{"query":"Dorvik"}').cached  # not the canonical text: parsed, then found
+    assert not handler.call("search", '{"query": "Dorvik "}').cached
+    assert handler.call("open_page", '{"query": "Dorvik"}').status is CallStatus.INVALID_ARGUMENTS
+    assert handler.call("search", '{"query": "Dorvik"}').observation_json == first.observation_json
