@@ -17,6 +17,7 @@ LIGHT_MODULES = [
     "mtr.placement",
     "mtr.weights",
     "mtr.modelprep",
+    "mtr.datasets",
     "controller.reward",
     "controller.advantages",
     "controller.autoagent",
