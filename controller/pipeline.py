@@ -61,9 +61,11 @@ class Pipeline:
         log.info("run directory %s; Prometheus metrics on 127.0.0.1:%d/metrics", self.run_dir.path, port)
         self._farm = LocalSimulatorFarm(self.config.simulator, self.config.world.seed, self.run_dir.path / "logs")
         addresses = self._farm.start()
+        # Ray before any gRPC channel of ours: ray.init forks its daemons, and gRPC's threads must not exist yet
+        # (seen: "Other threads are currently calling into gRPC, skipping fork() handlers", then a raylet timeout).
+        self._start_ray()
         self.simulator = SimulatorClient(addresses, timeout_s=self.config.simulator.call_timeout_s)
         self.simulator.wait_ready(60)
-        self._start_ray()
         total_steps = self.config.sft.steps + self.config.grpo.steps
         learner = RoleSpec(
             "learner.host:start",
@@ -108,6 +110,8 @@ class Pipeline:
             except Exception as error:  # noqa: BLE001 - keep tearing down the rest; say what failed
                 log.warning("could not stop an actor cleanly: %s", error)
         self._actors = []
+        if getattr(self, "simulator", None) is not None:
+            self.simulator.close()
         if self._farm is not None:
             self._farm.stop()
         if self._started_ray:

@@ -46,9 +46,11 @@ def pipeline(tiny_model_dir, tmp_path_factory):
         ]
     )
     pipe = Pipeline(config, str(tiny_model_dir))
-    pipe.setup()
-    yield pipe
-    pipe.teardown()
+    try:
+        pipe.setup()
+        yield pipe
+    finally:
+        pipe.teardown()  # also when setup fails half-way: no replica or actor may outlive the test
 
 
 def _records(pipe, event):
