@@ -21,7 +21,7 @@ from mtr.config import ConfigError, RunConfig, dump_config, load_config
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file with any subset of the run configuration.")
-    parser.add_argument("--quick", action="store_true", help="Small profile: the whole pipeline in a few minutes.")
+    parser.add_argument("--quick", action="store_true", help="Small profile: ~10 min on 2 CPU cores.")
     parser.add_argument(
         "--set",
         dest="overrides",
