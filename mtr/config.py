@@ -76,18 +76,86 @@ class LearnerConfig(_Strict):
     )
     micro_batch_tokens: int = Field(4096, ge=256, description="Token budget of one micro-batch.")
     clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="GRPO importance-ratio clip.")
+    world_size: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="Data-parallel learner ranks, one Ray actor each (gloo on CPU, NCCL on GPU); a step's "
+        "sequences are split across them and DeepSpeed averages the gradients.",
+    )
+    num_cpus_per_rank: float = Field(1.0, gt=0.0, description="Ray CPUs reserved by each learner rank.")
+    num_gpus_per_rank: float = Field(0.0, ge=0.0, description="Ray GPUs per learner rank (1 on a GPU cluster).")
     seed: int = 0
 
 
 class SFTConfig(_Strict):
     steps: int = Field(40, ge=0, description="SFT optimizer steps on AutoAgent traces.")
-    batch_size: int = Field(4, ge=1, description="Traces per SFT step.")
+    batch_size: int = Field(
+        4,
+        ge=1,
+        description="Traces per optimizer step. The learner splits them into micro-batches of at most "
+        "learner.micro_batch_tokens (length-bucketed) and accumulates their gradients.",
+    )
+    save_every: int = Field(0, ge=0, description="`mtr sft`: checkpoint (weights + optimizer) every N steps; 0: end only.")
 
 
 class GRPOConfig(_Strict):
     steps: int = Field(4, ge=0, description="GRPO steps (one rollout batch + one update each).")
     questions_per_step: int = Field(4, ge=1, description="Questions (groups) per GRPO step.")
     lr: float | None = Field(1e-5, gt=0.0, description="Learning rate in Stage 2 (None keeps the SFT rate).")
+
+
+class DataConfig(_Strict):
+    train: list[str] = Field(
+        default_factory=lambda: ["synthetic"],
+        description="Dataset specs the AutoAgent writes traces for (and GRPO samples from): 'synthetic' (the "
+        "embedded world), 'hotpotqa:PATH', 'musique:PATH', '2wiki:PATH', 'bamboogle:PATH', 'hf:ID'.",
+    )
+    eval: list[str] = Field(default_factory=lambda: ["synthetic"], description="Dataset specs evaluated.")
+    on_error: Literal["skip", "fail"] = Field(
+        "skip", description="A malformed dataset row is reported with file and line, then skipped or fatal."
+    )
+    limit: int | None = Field(None, ge=1, description="At most this many questions per dataset (None: all).")
+    holdout_fraction: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="A file dataset listed in both train and eval is split by a stable hash of the question id: "
+        "this share is held out for eval, the rest trains.",
+    )
+
+    @model_validator(mode="after")
+    def _specs_parse(self) -> DataConfig:
+        from mtr.datasets import parse_spec
+
+        for key in ("train", "eval"):
+            for spec in getattr(self, key):
+                try:
+                    parse_spec(spec)
+                except ValueError as error:
+                    raise ValueError(f"data.{key}: {error}") from None
+        return self
+
+
+class SynthConfig(_Strict):
+    teacher: Literal["oracle", "llm"] = Field(
+        "oracle",
+        description="'oracle': traces from gold decompositions / supporting facts / evidence triples; 'llm': a "
+        "teacher model behind an OpenAI-compatible endpoint writes the traces (needs llm_url and llm_model).",
+    )
+    llm_url: str | None = Field(None, description="Base URL of the teacher's OpenAI-compatible API (…/v1).")
+    llm_model: str | None = Field(None, description="Model name the teacher endpoint serves.")
+    llm_api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's key.")
+    attempts: int = Field(4, ge=1, le=64, description="LLM teacher: samples per question until one is accepted.")
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="LLM teacher sampling temperature.")
+    max_turns: int = Field(6, ge=1, le=16, description="LLM teacher: assistant turns before a trace is cut.")
+    max_tokens_per_turn: int = Field(256, ge=8, description="LLM teacher: token cap of one assistant turn.")
+
+    @model_validator(mode="after")
+    def _llm_needs_endpoint(self) -> SynthConfig:
+        if self.teacher == "llm" and not (self.llm_url and self.llm_model):
+            raise ValueError("teacher 'llm' needs llm_url and llm_model")
+        return self
 
 
 class RewardConfig(_Strict):
@@ -122,6 +190,8 @@ class RunConfig(_Strict):
     simulator: SimulatorConfig = SimulatorConfig()
     rollout: RolloutConfig = RolloutConfig()
     learner: LearnerConfig = LearnerConfig()
+    data: DataConfig = DataConfig()
+    synth: SynthConfig = SynthConfig()
     sft: SFTConfig = SFTConfig()
     grpo: GRPOConfig = GRPOConfig()
     reward: RewardConfig = RewardConfig()

@@ -87,6 +87,12 @@ class LearnerClient(_Client):
         request = lpb.GetLearnerStatusRequest(compute_checksum=compute_checksum)
         return self._call(self._stub.GetStatus, request, "LearnerService.GetStatus", timeout_s=300)
 
-    def save_checkpoint(self, path: str) -> str:
-        request = lpb.SaveCheckpointRequest(path=path)
+    def save_checkpoint(self, path: str, training_state: bool = False) -> str:
+        """Write a Hugging Face checkpoint at `path`; with `training_state`, also what resuming needs."""
+        request = lpb.SaveCheckpointRequest(path=path, training_state=training_state)
         return self._call(self._stub.SaveCheckpoint, request, "LearnerService.SaveCheckpoint").path
+
+    def restore_checkpoint(self, path: str) -> int:
+        """Continue from a checkpoint saved with training state; returns the version the learner is at."""
+        request = lpb.RestoreCheckpointRequest(path=path)
+        return self._call(self._stub.RestoreCheckpoint, request, "LearnerService.RestoreCheckpoint").version

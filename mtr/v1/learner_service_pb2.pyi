@@ -69,20 +69,36 @@ class GetLearnerStatusRequest(_message.Message):
     def __init__(self, compute_checksum: _Optional[bool] = ...) -> None: ...
 
 class GetLearnerStatusResponse(_message.Message):
-    __slots__ = ("version", "steps", "checksum")
+    __slots__ = ("version", "steps", "checksum", "world_size")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
     version: int
     steps: int
     checksum: str
-    def __init__(self, version: _Optional[int] = ..., steps: _Optional[int] = ..., checksum: _Optional[str] = ...) -> None: ...
+    world_size: int
+    def __init__(self, version: _Optional[int] = ..., steps: _Optional[int] = ..., checksum: _Optional[str] = ..., world_size: _Optional[int] = ...) -> None: ...
 
 class SaveCheckpointRequest(_message.Message):
+    __slots__ = ("path", "training_state")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_STATE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    training_state: bool
+    def __init__(self, path: _Optional[str] = ..., training_state: _Optional[bool] = ...) -> None: ...
+
+class RestoreCheckpointRequest(_message.Message):
     __slots__ = ("path",)
     PATH_FIELD_NUMBER: _ClassVar[int]
     path: str
     def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class RestoreCheckpointResponse(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
 
 class SaveCheckpointResponse(_message.Message):
     __slots__ = ("path",)

@@ -50,6 +50,11 @@ class LearnerServiceStub:
                 request_serializer=mtr_dot_v1_dot_learner__service__pb2.SaveCheckpointRequest.SerializeToString,
                 response_deserializer=mtr_dot_v1_dot_learner__service__pb2.SaveCheckpointResponse.FromString,
                 _registered_method=True)
+        self.RestoreCheckpoint = channel.unary_unary(
+                '/mtr.v1.LearnerService/RestoreCheckpoint',
+                request_serializer=mtr_dot_v1_dot_learner__service__pb2.RestoreCheckpointRequest.SerializeToString,
+                response_deserializer=mtr_dot_v1_dot_learner__service__pb2.RestoreCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class LearnerServiceServicer:
@@ -74,6 +79,13 @@ class LearnerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RestoreCheckpoint(self, request, context):
+        """Continue from a checkpoint written with training_state: weights, optimizer, schedule position, RNG.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LearnerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +103,11 @@ def add_LearnerServiceServicer_to_server(servicer, server):
                     servicer.SaveCheckpoint,
                     request_deserializer=mtr_dot_v1_dot_learner__service__pb2.SaveCheckpointRequest.FromString,
                     response_serializer=mtr_dot_v1_dot_learner__service__pb2.SaveCheckpointResponse.SerializeToString,
+            ),
+            'RestoreCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreCheckpoint,
+                    request_deserializer=mtr_dot_v1_dot_learner__service__pb2.RestoreCheckpointRequest.FromString,
+                    response_serializer=mtr_dot_v1_dot_learner__service__pb2.RestoreCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class LearnerService:
             '/mtr.v1.LearnerService/SaveCheckpoint',
             mtr_dot_v1_dot_learner__service__pb2.SaveCheckpointRequest.SerializeToString,
             mtr_dot_v1_dot_learner__service__pb2.SaveCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mtr.v1.LearnerService/RestoreCheckpoint',
+            mtr_dot_v1_dot_learner__service__pb2.RestoreCheckpointRequest.SerializeToString,
+            mtr_dot_v1_dot_learner__service__pb2.RestoreCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,
