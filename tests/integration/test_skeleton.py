@@ -59,7 +59,9 @@ def _records(pipe, event):
 
 
 def test_skeleton_end_to_end(pipeline, tiny_model_dir, tmp_path):
-    train, held_out = pipeline.tasks()
+    train, eval_sets = pipeline.tasks()
+    assert [d.name for d in eval_sets] == ["synthetic"]
+    held_out = eval_sets[0].tasks
     assert all(t.tools for t in train), "the ToolMaker gave every task its tools over gRPC"
 
     examples = pipeline.synthesize(train)
@@ -70,7 +72,7 @@ def test_skeleton_end_to_end(pipeline, tiny_model_dir, tmp_path):
     observations = [t.observation for t in first_trace.turns if isinstance(t, ToolTurn)]
     assert first_trace.tool_calls and all("results" in o or "text" in o for o in observations)
 
-    base = pipeline.evaluate("base", held_out)
+    base = pipeline.evaluate("base", "synthetic", held_out)
     assert base.count == len(held_out)
 
     losses = pipeline.sft(examples)
@@ -81,12 +83,12 @@ def test_skeleton_end_to_end(pipeline, tiny_model_dir, tmp_path):
     assert status.policy_version == pipeline.learner.status().version == 8
 
     _weights_took_effect(pipeline, tiny_model_dir, tmp_path)
-    pipeline.evaluate("sft", held_out)
+    pipeline.evaluate("sft", "synthetic", held_out)
     _grpo_step_on_real_rollouts(pipeline, train)
 
     rewards = pipeline.grpo(train)
     assert len(rewards) == 1 and math.isfinite(rewards[0])
-    after = pipeline.evaluate("grpo", held_out)
+    after = pipeline.evaluate("grpo", "synthetic", held_out)
     assert after.policy_version == pipeline.learner.status().version
 
     from controller.report import write_report
@@ -111,7 +113,7 @@ def _weights_took_effect(pipeline, tiny_model_dir, tmp_path):
     with torch.no_grad():
         logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), dim=-1)
     expected = [logprobs[t - 1, ids[t]].item() for t in range(1, len(ids))]
-    rollout_host = pipeline._actors[-1]
+    rollout_host = pipeline.rollout_actor
     engine = ray.get(rollout_host.call.remote("prompt_logprobs", ids))
     assert engine == pytest.approx(expected, abs=0.05)
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).float()
