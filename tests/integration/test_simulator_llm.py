@@ -164,3 +164,24 @@ def test_llm_actor_falls_back_to_documents_when_answers_are_cut(vllm_url, world)
     observation = actor.run("get_birth_year", {"person": person.name}, CORPUS)
     assert observation["value"] == str(person.birth_year)
     assert actor.stats == {"llm_failed_attempts": 2, "fallbacks": 1}
+
+
+def test_llm_teacher_writes_through_the_farm_and_counts_rejections(vllm_url, tmp_path):
+    """`mtr synth --teacher llm` against a real endpoint: every question is decided and the reason counted.
+
+    The random tiny model never writes a gold answer, so nothing is accepted; what is checked is that the
+    teacher ran (its turns were parsed and rejected for a grammar/answer reason, not an endpoint error).
+    """
+    from mtr.cli import main
+
+    out = tmp_path / "traces.jsonl"
+    argv = ["synth", "--data", "synthetic", "--limit", "2", "--teacher", "llm", "--llm-url", vllm_url]
+    argv += ["--llm-model", _MODEL, "--out", str(out), "--set", "synth.attempts=1", "--set", "synth.max_turns=2"]
+    argv += ["--set", "synth.max_tokens_per_turn=24", "--set", f"runs_dir={tmp_path}"]
+    assert main(argv) == 0
+    ledger = [json.loads(line) for line in out.with_name("traces.ledger.jsonl").read_text().splitlines()]
+    assert [e["status"] for e in ledger] == ["rejected", "rejected"]
+    assert all(e["teacher"] == "llm" for e in ledger)
+    assert all(e["reason"].startswith(("format_", "tool_", "wrong_answer", "over_turn_budget")) for e in ledger)
+    report = json.loads(out.with_name("traces.report.json").read_text())
+    assert report["datasets"]["synthetic"]["attempted"] == 2

@@ -1,0 +1,83 @@
+"""`mtr synth`: Stage 0. The AutoAgent writes traces for the train datasets through the simulator farm.
+
+Starts the simulator farm (no Ray: synthesis needs no model of ours), asks the ToolMaker for each
+question's tools, lets the teacher (oracle or LLM) write a trace, keeps it only if it passes rejection
+sampling, and records every decision in a ledger so a re-run picks up where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from controller.autoagent import Rejected
+from controller.llmteacher import TeacherError, make_teacher
+from controller.services import Services
+from controller.taskdata import load_side, with_tools
+from controller.tracestore import TraceStore, TraceStoreError, task_key
+from mtr.config import RunConfig
+from mtr.datasets import DatasetError
+
+log = logging.getLogger("mtr.synth")
+
+
+def main(config: RunConfig, args: argparse.Namespace) -> int:
+    try:
+        store = TraceStore(args.out)
+        datasets = load_side(config, "train")
+    except (TraceStoreError, DatasetError, OSError) as error:
+        print(f"mtr synth: {error}", file=sys.stderr)
+        return 2
+    teacher = make_teacher(config.synth, config.seed)
+    skipped = {d.name: len(d.skipped) for d in datasets}
+    start = time.perf_counter()
+    status = 0
+    try:
+        with Services(config, Path(args.out).parent / "logs").start(ray=False) as services:
+            for dataset in datasets:
+                synthesize_dataset(dataset, store, teacher, services.simulator)
+    except TeacherError as error:
+        print(
+            f"mtr synth: {error}\nwhat was decided so far is kept; run the same command again to resume",
+            file=sys.stderr,
+        )
+        status = 1
+    finally:
+        report = store.write_report(skipped, time.perf_counter() - start, teacher.name)
+    print_report(report)
+    return status
+
+
+def synthesize_dataset(dataset, store: TraceStore, teacher, simulator) -> None:
+    pending = [t for t in dataset.tasks if task_key(t) not in store.done]
+    log.info(
+        "%s: %d questions, %d already decided, %d to do",
+        dataset.name,
+        len(dataset.tasks),
+        len(dataset.tasks) - len(pending),
+        len(pending),
+    )
+    for task in tqdm(pending, desc=f"synth {dataset.name}", unit="q", disable=not pending):
+        task = with_tools([task], simulator)[0]
+        try:
+            trace = teacher.trace(task, simulator)
+        except Rejected as rejection:
+            store.reject(dataset.name, task, rejection.reason, teacher.name)
+        else:
+            store.accept(dataset.name, task, trace, teacher.name)
+
+
+def print_report(report: dict) -> None:
+    print(f"\n{'dataset':<12} {'tried':>6} {'kept':>6} {'rate':>6}  rejected (reason: count)")
+    for name, stats in report["datasets"].items():
+        reasons = ", ".join(f"{k}: {v}" for k, v in stats["rejected"].items()) or "-"
+        print(f"{name:<12} {stats['attempted']:>6} {stats['accepted']:>6} {stats['acceptance_rate']:>6.2f}  {reasons}")
+    skipped = {k: v for k, v in report["skipped_rows"].items() if v}
+    if skipped:
+        print(f"malformed rows skipped: {skipped}")
+    print(f"\ntraces: {report['traces']} ({report['seconds']:.1f}s, teacher {report['teacher']})")
