@@ -1,4 +1,4 @@
-"""`mtr synth` end to end against a real simulator farm: acceptance per dataset, malformed rows, resume, a dead teacher."""
+"""`mtr synth` end to end on a real simulator farm: acceptance per dataset, bad rows, resume, a dead teacher."""
 
 from __future__ import annotations
 
