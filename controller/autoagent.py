@@ -33,6 +33,22 @@ class SynthesisReport:
     accepted: list[tuple[Task, Trace]] = field(default_factory=list)
     attempted: int = 0
     rejected: Counter = field(default_factory=Counter)
+    decisions: list[tuple[str, str]] = field(default_factory=list)  # (dataset, "accepted" or the reason)
+
+    def by_source(self) -> dict[str, dict]:
+        """Attempted, accepted, rate and rejection reasons per dataset the questions came from."""
+        table: dict[str, dict] = {}
+        for source, outcome in self.decisions:
+            row = table.setdefault(source, {"attempted": 0, "accepted": 0, "rejected": Counter()})
+            row["attempted"] += 1
+            if outcome == "accepted":
+                row["accepted"] += 1
+            else:
+                row["rejected"][outcome] += 1
+        for row in table.values():
+            row["acceptance_rate"] = row["accepted"] / row["attempted"]
+            row["rejected"] = dict(row["rejected"])
+        return table
 
     @property
     def acceptance_rate(self) -> float:
@@ -61,10 +77,13 @@ def synthesize(tasks: Sequence[Task], simulator: SimulatorClient, teacher=None) 
     report = SynthesisReport()
     for task in tasks:
         report.attempted += 1
+        source = task.source or "unknown"
         try:
             report.accepted.append((task, teacher.trace(task, simulator)))
+            report.decisions.append((source, "accepted"))
         except Rejected as rejection:
             report.rejected[rejection.reason] += 1
+            report.decisions.append((source, rejection.reason))
     return report
 
 

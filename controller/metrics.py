@@ -18,6 +18,7 @@ class ControllerMetrics:
             "mtr_learner_step_seconds", "Learner optimizer step time.", ["objective"], registry=r
         )
         self.learner_loss = Gauge("mtr_learner_loss", "Loss of the last learner step.", ["objective"], registry=r)
+        self.sft_tokens = Counter("mtr_sft_tokens", "Tokens the learner trained on in Stage 1.", registry=r)
         self.grad_norm = Gauge("mtr_learner_grad_norm", "Gradient norm of the last learner step.", registry=r)
         self.weight_sync = Histogram(
             "mtr_weight_sync_seconds",

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from controller.autoagent import synthesize
 from controller.evaluation import EvalResult, evaluate
+from controller.llmteacher import make_teacher
 from controller.metrics import ControllerMetrics
 from controller.report import write_report
 from controller.rundir import RunDirectory
@@ -40,6 +41,7 @@ class RunOutcome:
     stage_seconds: dict[str, float]
     checksums_match: bool | None = None
     skipped_rows: dict[str, int] = dataclasses.field(default_factory=dict)
+    acceptance: dict[str, dict] = dataclasses.field(default_factory=dict)  # AutoAgent, per dataset
 
 
 class Pipeline:
@@ -129,7 +131,9 @@ class Pipeline:
         return result
 
     def synthesize(self, train: list[Task]):
-        report = synthesize(train, self.simulator)
+        teacher = make_teacher(self.config.synth, self.config.seed)
+        report = synthesize(train, self.simulator, teacher)
+        self.outcome.acceptance = report.by_source()
         self.run_dir.append_jsonl("traces/sft.jsonl", (to_openai(trace) for _, trace in report.accepted))
         self.run_dir.log(
             "synth",
@@ -138,6 +142,8 @@ class Pipeline:
             accepted=len(report.accepted),
             acceptance_rate=report.acceptance_rate,
             rejected=dict(report.rejected),
+            teacher=teacher.name,
+            by_dataset=self.outcome.acceptance,
         )
         log.info("AutoAgent accepted %d/%d traces (%s)", len(report.accepted), report.attempted, dict(report.rejected))
         if not report.accepted:

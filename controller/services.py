@@ -33,13 +33,16 @@ class Services:
         self._started_ray = False
         self._actors: list = []
 
-    def start(self, *, ray: bool = True) -> Services:
-        self._farm = LocalSimulatorFarm(self.config.simulator, self.config.world.seed, self.log_dir)
-        self.simulator_addresses = self._farm.start()
+    def start(self, *, ray: bool = True, simulator: bool = True) -> Services:
+        if simulator:
+            self._farm = LocalSimulatorFarm(self.config.simulator, self.config.world.seed, self.log_dir)
+            self.simulator_addresses = self._farm.start()
         if ray:
             self._start_ray()
-        self.simulator = SimulatorClient(self.simulator_addresses, timeout_s=self.config.simulator.call_timeout_s)
-        self.simulator.wait_ready(60)
+        if simulator:
+            timeout_s = self.config.simulator.call_timeout_s
+            self.simulator = SimulatorClient(self.simulator_addresses, timeout_s=timeout_s)
+            self.simulator.wait_ready(60)
         return self
 
     def _start_ray(self) -> None:

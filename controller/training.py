@@ -16,7 +16,7 @@ from controller.evaluation import score
 from controller.metrics import ControllerMetrics
 from controller.reward import COMPONENTS
 from controller.rundir import RunDirectory
-from controller.sft_data import tokenize_trace
+from controller.sft import SFTTrainer, tokenize
 from mtr.config import RunConfig
 from mtr.grammar import Trace
 from mtr.serviceclients import LearnerClient, RolloutClient
@@ -63,6 +63,8 @@ def grpo_sequence(trace: rpb.Trace, advantage: float) -> lpb.TrainSequence:
 
 
 class SFTStepper:
+    """Stage 1 inside `mtr run`: SFT steps, then the final weights go to the rollout worker (checksum verified)."""
+
     def __init__(
         self,
         config: RunConfig,
@@ -80,55 +82,22 @@ class SFTStepper:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        sequences = []
-        for _, trace in examples:
-            tokens = tokenize_trace(trace, tokenizer)
-            sequences.append(lpb.TrainSequence(token_ids=tokens.token_ids, loss_mask=tokens.loss_mask))
-        rng = random.Random(self.config.seed)
-        order: list[int] = []
-        losses = []
-        steps = self.config.sft.steps
-        publish = lpb.TrainStepResponse()
-        for step in range(steps):
-            batch = [sequences[self._next(order, rng, len(sequences))] for _ in range(self.config.sft.batch_size)]
-            response = self.learner.train_step(lpb.OBJECTIVE_SFT, batch, publish_weights=step == steps - 1)
-            losses.append(response.loss)
-            self._record(step, response)
-            publish = response
-        if steps:
-            self.checksums_match = sync_weights(
-                publish.version,
-                publish.publish_seconds,
-                self.learner,
-                self.rollout,
-                self.metrics,
-                self.run_dir,
-                verify=True,
-            )
-            log.info("SFT weights v%d on the rollout worker; checksum match: %s", publish.version, self.checksums_match)
-        return losses
-
-    @staticmethod
-    def _next(order: list[int], rng: random.Random, size: int) -> int:
-        if not order:
-            order.extend(rng.sample(range(size), size))
-        return order.pop()
-
-    def _record(self, step: int, response) -> None:
-        self.metrics.learner_step.labels(objective="sft").observe(response.seconds)
-        self.metrics.learner_loss.labels(objective="sft").set(response.loss)
-        self.metrics.grad_norm.set(response.grad_norm)
-        self.run_dir.log(
-            "sft",
-            step,
-            loss=response.loss,
-            grad_norm=response.grad_norm,
-            tokens=response.tokens,
-            seconds=response.seconds,
-            lr=response.learning_rate,
-            version=response.version,
+        trainer = SFTTrainer(
+            learner=self.learner,
+            sequences=tokenize([trace for _, trace in examples], tokenizer),
+            steps=self.config.sft.steps,
+            batch_size=self.config.sft.batch_size,
+            seed=self.config.seed,
+            run_dir=self.run_dir,
+            metrics=self.metrics,
         )
-        log.info("sft step %d loss %.4f (%.1fs)", step, response.loss, response.seconds)
+        losses, last = trainer.run(publish_last=True)
+        if last is not None:
+            self.checksums_match = sync_weights(
+                last.version, last.publish_seconds, self.learner, self.rollout, self.metrics, self.run_dir, verify=True
+            )
+            log.info("SFT weights v%d on the rollout worker; checksum match: %s", last.version, self.checksums_match)
+        return losses
 
 
 class GRPOStepper:
