@@ -96,10 +96,12 @@ class Pipeline:
             train, held_out = self.tasks()
             examples = self._timed("synth", lambda: self.synthesize(train))
             self._timed("eval_base", lambda: self.evaluate_all("base", held_out))
-            self._timed("sft", lambda: self.sft(examples))
-            self._timed("eval_sft", lambda: self.evaluate_all("sft", held_out))
-            self._timed("grpo", lambda: self.grpo(train))
-            self._timed("eval_grpo", lambda: self.evaluate_all("grpo", held_out))
+            if self.config.sft.steps:
+                self._timed("sft", lambda: self.sft(examples))
+                self._timed("eval_sft", lambda: self.evaluate_all("sft", held_out))
+            if self.config.grpo.steps:
+                self._timed("grpo", lambda: self.grpo(train))
+                self._timed("eval_grpo", lambda: self.evaluate_all("grpo", held_out))
             self._timed("checkpoint", lambda: self.learner.save_checkpoint(str(self.run_dir.checkpoint_dir("final"))))
             self.metrics.set_stage("done")
             return self.outcome
