@@ -11,6 +11,7 @@ log = logging.getLogger("mtr.run")
 
 
 def run(config: RunConfig) -> int:
+    from controller.evalreport import summary_table
     from controller.pipeline import Pipeline
     from mtr.modelprep import ModelPrepError, resolve_model_path
 
@@ -26,11 +27,7 @@ def run(config: RunConfig) -> int:
         print(f"mtr run failed: {type(error).__name__}: {error}", file=sys.stderr)
         print(f"what was done is in {pipeline.run_dir.path}", file=sys.stderr)
         return 1
-    print(f"\n{'stage':<8} {'n':>4} {'EM':>6} {'F1':>6} {'valid':>6} {'calls':>6}")
-    for e in outcome.evals:
-        print(
-            f"{e.stage:<8} {e.count:>4} {e.exact_match:>6.3f} {e.f1:>6.3f} {e.valid_rate:>6.2f} "
-            f"{e.mean_tool_calls:>6.2f}"
-        )
+    print()
+    print("\n".join(summary_table(outcome.evals, "stage")))
     print(f"\nrun directory: {outcome.run_dir}")
     return 0

@@ -159,7 +159,7 @@ class Pipeline:
         result, records = evaluate(stage, dataset, held_out, self.rollout, self.config)
         self.outcome.evals.append(result)
         self.run_dir.append_jsonl(f"traces/eval-{stage}.jsonl", records)
-        self.run_dir.log("eval", 0, **result.row(), by_type=result.by_type)
+        self.run_dir.log("eval", 0, **result.row(), by_type=result.by_type, by_hops=result.by_hops)
         self.metrics.eval_em.labels(dataset=dataset, stage=stage).set(result.exact_match)
         self.metrics.eval_f1.labels(dataset=dataset, stage=stage).set(result.f1)
         log.info(

@@ -1,32 +1,22 @@
-"""report.md and eval.json of a run: what was measured, written even when the run stops early."""
+"""report.md and eval.json/eval.md/eval.png of a run: what was measured, written even when the run stops early.
+
+The evaluation tables come from `controller.evalreport`, the same code `mtr eval` uses, so a run's report
+and a standalone evaluation read alike (one row per stage × held-out dataset).
+"""
 
 from __future__ import annotations
 
+from controller.evalreport import breakdown_tables, skipped_note, summary_table, write_eval_reports
 from mtr.config import RunConfig
 
 
 def write_report(run_dir, config: RunConfig, outcome) -> None:
-    rows = [e.row() for e in outcome.evals]
-    run_dir.write_json("eval.json", {"evals": rows, "by_type": {e.stage: e.by_type for e in outcome.evals}})
-    lines = [
-        f"# MTR run `{run_dir.path.name}`",
-        "",
-        f"Model: `{config.model.path}`; world seed {config.world.seed}.",
-        "",
-    ]
-    lines += [
-        "## Held-out exact match (embedded world)",
-        "",
-        "| stage | n | EM | F1 | valid traces | tool calls/trace |",
-        "|---|---|---|---|---|---|",
-    ]
-    for e in outcome.evals:
-        lines.append(
-            f"| {e.stage} | {e.count} | {e.exact_match:.3f} | {e.f1:.3f} | {e.valid_rate:.2f} | "
-            f"{e.mean_tool_calls:.2f} |"
-        )
-    if not outcome.evals:
-        lines.append("| (no evaluation finished) | | | | | |")
+    title = f"MTR run `{run_dir.path.name}`"
+    write_eval_reports(run_dir.path, outcome.evals, outcome.skipped_rows, outcome.stage_seconds, "stage", title)
+    lines = [f"# {title}", "", f"Model: `{config.model.path}`; world seed {config.world.seed}.", ""]
+    lines += ["## Held-out evaluation", ""] + summary_table(outcome.evals, "stage")
+    lines += skipped_note(outcome.skipped_rows)
+    lines += acceptance_table(getattr(outcome, "acceptance", {}))
     if outcome.sft_losses:
         lines += [
             "",
@@ -37,7 +27,21 @@ def write_report(run_dir, config: RunConfig, outcome) -> None:
         lines += ["", f"GRPO: {len(outcome.grpo_rewards)} steps, mean reward per step: {rewards}."]
     if outcome.checksums_match is not None:
         lines += ["", f"Weights on the rollout worker match the learner's (checksum): {outcome.checksums_match}."]
+    if outcome.evals:
+        lines += ["", "## Breakdown by question type and hop count", ""] + breakdown_tables(outcome.evals, "stage")
     lines += ["", "## Wall time", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in outcome.stage_seconds.items()]
     lines += [f"| total | {sum(outcome.stage_seconds.values()):.1f} |", ""]
     run_dir.write_text("report.md", "\n".join(lines))
+
+
+def acceptance_table(acceptance: dict[str, dict]) -> list[str]:
+    """AutoAgent rejection sampling per training dataset: how many traces were kept and why others were not."""
+    if not acceptance:
+        return []
+    lines = ["", "## AutoAgent traces (rejection sampling)", "", "| dataset | tried | kept | rate | rejected |"]
+    lines.append("|---|---|---|---|---|")
+    for name, row in acceptance.items():
+        reasons = ", ".join(f"{k} {v}" for k, v in row["rejected"].items()) or "-"
+        lines.append(f"| {name} | {row['attempted']} | {row['accepted']} | {row['acceptance_rate']:.2f} | {reasons} |")
+    return lines

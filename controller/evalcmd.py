@@ -1,0 +1,194 @@
+"""`mtr eval`: evaluate checkpoints through the real rollout path (vLLM worker + simulator farm, greedy).
+
+    mtr eval --model base=default --model sft=runs/sft/checkpoints/final --data synthetic --data hotpotqa:FILE
+
+For each checkpoint in turn: launch a rollout worker on Ray, evaluate every eval dataset, write the
+per-question traces, stop the worker, and rewrite eval.json / eval.md / eval.png, so a failure on a later
+checkpoint keeps everything measured before it. Bad checkpoint paths are reported before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.evalreport import summary_table, write_eval_reports
+from controller.evaluation import EvalResult, evaluate
+from controller.services import Services
+from controller.taskdata import Dataset, load_side, with_tools
+from mtr.config import RunConfig, dump_config
+from mtr.datasets import DatasetError
+from mtr.modelprep import ModelPrepError, resolve_model_path
+
+log = logging.getLogger("mtr.eval")
+
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+class CheckpointError(ValueError):
+    """A `--model` value cannot be evaluated; the message names the value and what is missing."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    label: str  # the row name in every table and the prefix of its trace files
+    path: Path
+
+
+def main(config: RunConfig, args: argparse.Namespace) -> int:
+    try:
+        models = parse_models(args.models or [config.model.path])
+        datasets = load_side(config, "eval")
+        out = output_dir(config, args.out)
+        (out / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+    except (CheckpointError, ModelPrepError, DatasetError, OSError) as error:
+        print(f"mtr eval: {error}", file=sys.stderr)
+        return 2
+    log.info("evaluating %s on %s; output in %s", [m.label for m in models], [d.name for d in datasets], out)
+    evaluation = Evaluation(config, out, datasets)
+    try:
+        evaluation.run(models)
+    except Exception as error:
+        print(f"mtr eval failed: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"what was evaluated is in {out}", file=sys.stderr)
+        return 1
+    finally:
+        evaluation.write_reports()
+    print("\n".join(["", *summary_table(evaluation.results), "", f"output directory: {out}"]))
+    return 0
+
+
+class Evaluation:
+    """The checkpoints' results so far, the datasets they are evaluated on, and where it all is written."""
+
+    def __init__(self, config: RunConfig, out: Path, datasets: Sequence[Dataset]) -> None:
+        self.config = config
+        self.out = out
+        self.datasets = [d for d in datasets if d.tasks]
+        for d in datasets:
+            if not d.tasks:
+                log.warning("eval dataset %s (%s) has no questions; left out", d.name, d.spec)
+        self.skipped_rows = {d.name: len(d.skipped) for d in datasets}
+        self.results: list[EvalResult] = []
+        self.wall_seconds: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def run(self, models: Sequence[Checkpoint]) -> None:
+        with Services(self.config, self.out / "logs") as services:
+            self._timed("services start", lambda: services.start())
+            for d in self.datasets:
+                d.tasks = with_tools(d.tasks, services.simulator)
+            for index, model in enumerate(models, 1):
+                log.info("checkpoint %d/%d: %s (%s)", index, len(models), model.label, model.path)
+                try:
+                    self.evaluate_model(services, model)
+                finally:
+                    self.write_reports()
+
+    def evaluate_model(self, services: Services, model: Checkpoint) -> None:
+        actor, rollout = self._timed(f"{model.label}: engine start", lambda: services.rollout(str(model.path)))
+        try:
+            for d in self.datasets:
+                log.info("%s on %s: %d questions", model.label, d.name, len(d.tasks))
+                result, records = evaluate(model.label, d.name, d.tasks, rollout, self.config)
+                self.results.append(result)
+                self.wall_seconds[f"{model.label}: {d.name}"] = result.seconds
+                write_jsonl(self.out / "traces" / f"{_file_safe(model.label)}-{_file_safe(d.name)}.jsonl", records)
+                log.info(
+                    "%s on %s: EM %.3f F1 %.3f valid %.2f tool calls %.2f (%.1fs)",
+                    model.label,
+                    d.name,
+                    result.exact_match,
+                    result.f1,
+                    result.valid_rate,
+                    result.mean_tool_calls,
+                    result.seconds,
+                )
+        finally:
+            rollout.close()
+            services.stop_role(actor)
+
+    def write_reports(self) -> None:
+        wall = {**self.wall_seconds, "total": time.perf_counter() - self._start}
+        title = f"MTR evaluation `{self.out.name}`"
+        write_eval_reports(self.out, self.results, self.skipped_rows, wall, "model", title)
+
+    def _timed(self, part: str, work):
+        start = time.perf_counter()
+        value = work()
+        self.wall_seconds[part] = time.perf_counter() - start
+        return value
+
+
+def parse_models(values: Sequence[str]) -> list[Checkpoint]:
+    """`[LABEL=]PATH` values → checkpoints, each verified to be a loadable Hugging Face checkpoint directory."""
+    models = [parse_model(value) for value in values]
+    labels = [m.label for m in models]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise CheckpointError(f"--model: several checkpoints are labelled {repeated}; name them with LABEL=PATH")
+    return models
+
+
+def parse_model(value: str) -> Checkpoint:
+    label, _, path = value.partition("=")
+    # A path that itself contains "=" stays whole; so does anything before "=" that cannot be a label.
+    if not path or not _LABEL.match(label) or Path(value).exists():
+        label, path = "", value
+    try:
+        directory = resolve_model_path(path)
+    except ModelPrepError as error:
+        raise CheckpointError(f"--model {value!r}: {error}") from None
+    check_checkpoint(directory, value)
+    return Checkpoint(label or directory.name, directory)
+
+
+def check_checkpoint(directory: Path, value: str) -> None:
+    """Fail now, not after a minute of engine start: config with a model type, weights and a tokenizer."""
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"--model {value!r}: cannot read {directory / 'config.json'}: {error}") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise CheckpointError(f"--model {value!r}: {directory / 'config.json'} has no model_type; not a HF checkpoint")
+    if not any(next(directory.glob(pattern), None) for pattern in _WEIGHT_PATTERNS):
+        raise CheckpointError(f"--model {value!r}: no weights (*.safetensors or pytorch_model*.bin) in {directory}")
+    if not any((directory / name).is_file() for name in _TOKENIZER_FILES):
+        raise CheckpointError(f"--model {value!r}: no tokenizer ({', '.join(_TOKENIZER_FILES)}) in {directory}")
+
+
+def output_dir(config: RunConfig, out: str | None) -> Path:
+    """`--out` as given, else a fresh `<runs_dir>/eval-<timestamp>` (suffixed if that exists already)."""
+    if out is not None:
+        path = Path(out)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = candidate = Path(config.runs_dir) / f"eval-{stamp}"
+        suffix = 1
+        while path.exists():
+            path = Path(f"{candidate}-{suffix}")
+            suffix += 1
+    (path / "traces").mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_jsonl(path: Path, records: Sequence[dict]) -> Path:
+    """One file per checkpoint × dataset, rewritten whole so that re-running into the same --out never doubles it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def _file_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
