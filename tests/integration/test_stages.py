@@ -74,4 +74,6 @@ def test_sft_checkpoint_is_evaluated_by_vllm(tiny_model_dir, traces, tmp_path):
     argv += ["--set", "model.dtype=float32", "--set", "learner.precision=float32"]
     assert main(argv) == 0
     result = json.loads((evaluation / "eval.json").read_text())
-    assert json.dumps(result).count('"sft"') >= 1
+    assert [(r["model"], r["dataset"], r["n"]) for r in result["rows"]] == [("sft", "synthetic", 2)]
+    traces = (evaluation / "traces" / "sft-synthetic.jsonl").read_text().splitlines()
+    assert len(traces) == 2 and all(json.loads(line)["text"] for line in traces)
