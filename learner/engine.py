@@ -3,12 +3,17 @@
 One step = all given sequences, packed into micro-batches of at most `micro_batch_tokens` (padded
 length × rows), gradients accumulated across them, then one optimizer step. Runs on CPU (gloo,
 `DS_ACCELERATOR=cpu`) or CUDA (nccl). Served over gRPC by `learner.service`; usually hosted in a Ray actor.
+As one rank of a data-parallel group (`learner.group`) a step trains on that rank's share of the sequences.
+`save_state`/`load_state` write and restore everything an exact continuation needs.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import pickle
+import random
 import shutil
 import socket
 import tempfile
@@ -16,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
@@ -24,8 +30,20 @@ from mtr.config import LearnerConfig
 from mtr.modelprep import resolve_model_path
 from mtr.weights import weights_checksum
 
+if TYPE_CHECKING:
+    from mtr.broadcast import PublishInfo, WeightBroadcast
+
 # Floor of the cosine schedule, as a share of the peak rate: steps past `total_steps` still learn.
 MIN_LR_RATIO = 0.1
+
+# Layout of a training-state directory (see PolicyLearner.save_state).
+STATE_FILE = "mtr_state.json"  # written last: its presence marks a complete state
+STATE_FORMAT = 1
+DEEPSPEED_TAG = "deepspeed"  # DeepSpeed's module + optimizer checkpoint lives in <dir>/deepspeed/
+
+
+def _rng_file(rank: int) -> str:
+    return f"rng_rank{rank}.pt"
 
 
 class LearnerError(RuntimeError):
@@ -50,6 +68,34 @@ class StepResult:
     seconds: float
     clip_fraction: float  # GRPO: share of masked tokens whose ratio was clipped; 0 for SFT
     learning_rate: float  # rate the optimizer step used
+
+
+class LearnerLike(Protocol):
+    """What the gRPC servicer and the host need from a learner: one in-process rank or a group of ranks."""
+
+    vocab_size: int
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def world_size(self) -> int: ...
+
+    def set_learning_rate(self, lr: float | None) -> None: ...
+
+    def sft_step(self, sequences: Sequence[TrainSequence]) -> StepResult: ...
+
+    def grpo_step(self, sequences: Sequence[TrainSequence], clip_eps: float | None = None) -> StepResult: ...
+
+    def checksum(self, dtype: str = "bfloat16") -> str: ...
+
+    def save_hf(self, path: str | Path) -> Path: ...
+
+    def save_state(self, path: str | Path) -> Path: ...
+
+    def load_state(self, path: str | Path) -> int: ...
+
+    def publish(self, version: int, broadcast: str) -> PublishInfo: ...
 
 
 def _free_port() -> int:
@@ -181,7 +227,10 @@ class PolicyLearner:
         self._version = 0
         self._constant_lr: float | None = None
         self._failure: str | None = None
+        self._broadcasts: dict[str, WeightBroadcast] = {}
         self._device = _init_distributed()
+        self._rank = torch.distributed.get_rank()
+        self._world_size = torch.distributed.get_world_size()
         torch.manual_seed(config.seed)
         self._engine, self._optimizer = self._build_engine()
         self.vocab_size = int(self._engine.module.config.vocab_size)
@@ -204,6 +253,7 @@ class PolicyLearner:
 
         `managed_gradient_accumulation: false` lets each step have its own number of micro-batches; the
         losses are pre-divided by the step's token count, so the accumulated gradient is the token mean.
+        With several ranks DeepSpeed averages their gradients (see `_step` for how the loss accounts for it).
         """
         return {
             "train_micro_batch_size_per_gpu": 1,
@@ -233,18 +283,43 @@ class PolicyLearner:
             raise ValueError(f"learning rate must be positive and finite, got {lr}")
         self._constant_lr = lr
 
-    def sft_step(self, sequences: Sequence[TrainSequence]) -> StepResult:
-        """One optimizer step of token-mean negative log-likelihood on the masked tokens."""
-        validate_sequences(sequences, self.vocab_size, grpo=False)
+    @property
+    def world_size(self) -> int:
+        """Data-parallel ranks this engine trains with (1 unless it is one rank of a `learner.group`)."""
+        return self._world_size
+
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    def sft_step(
+        self,
+        sequences: Sequence[TrainSequence],
+        normalizer: float | None = None,
+        micro_batches: int | None = None,
+    ) -> StepResult:
+        """One optimizer step of token-mean negative log-likelihood on the masked tokens.
+
+        `normalizer` and `micro_batches` are for a rank of a data-parallel step (see `_step`).
+        """
+        if sequences or normalizer is None:
+            validate_sequences(sequences, self.vocab_size, grpo=False)
 
         def loss_fn(logprobs: torch.Tensor, batch: _MicroBatch, normalizer: float):
             return sft_loss(logprobs, batch.loss_mask, normalizer), None
 
-        return self._step(sequences, loss_fn)
+        return self._step(sequences, loss_fn, normalizer, micro_batches)
 
-    def grpo_step(self, sequences: Sequence[TrainSequence], clip_eps: float | None = None) -> StepResult:
+    def grpo_step(
+        self,
+        sequences: Sequence[TrainSequence],
+        clip_eps: float | None = None,
+        normalizer: float | None = None,
+        micro_batches: int | None = None,
+    ) -> StepResult:
         """One optimizer step of the clipped GRPO objective (advantages already group-normalized)."""
-        validate_sequences(sequences, self.vocab_size, grpo=True)
+        if sequences or normalizer is None:
+            validate_sequences(sequences, self.vocab_size, grpo=True)
         eps = self.config.clip_eps if clip_eps is None else clip_eps
         if not 0.0 < eps < 1.0:
             raise ValueError(f"clip_eps must be in (0, 1), got {eps}")
@@ -252,9 +327,23 @@ class PolicyLearner:
         def loss_fn(logprobs: torch.Tensor, batch: _MicroBatch, normalizer: float):
             return grpo_loss(logprobs, batch.old_logprobs, batch.advantages, batch.loss_mask, eps, normalizer)
 
-        return self._step(sequences, loss_fn)
+        return self._step(sequences, loss_fn, normalizer, micro_batches)
 
-    def _step(self, sequences: Sequence[TrainSequence], loss_fn: _LossFn) -> StepResult:
+    def _step(
+        self,
+        sequences: Sequence[TrainSequence],
+        loss_fn: _LossFn,
+        normalizer: float | None,
+        micro_batches: int | None,
+    ) -> StepResult:
+        """Forward/backward every micro-batch, then one optimizer step.
+
+        Alone, the loss is divided by the step's masked-token count. As a rank of a data-parallel step the
+        caller passes `normalizer` = (all ranks' masked tokens) / world_size, because DeepSpeed averages the
+        ranks' gradients; and `micro_batches`, the count every rank runs: ZeRO 2/3 reduce gradients inside
+        each backward, so all ranks must call it equally often. Missing micro-batches (or a rank without any
+        sequence) are filled with zero-weight ones that join the collectives but add nothing.
+        """
         if self._failure is not None:
             raise LearnerError(f"learner is unusable after an earlier failure: {self._failure}")
         start = time.perf_counter()
@@ -262,15 +351,23 @@ class PolicyLearner:
         lr = self._lr_for(self._version)
         for group in self._optimizer.param_groups:
             group["lr"] = lr
-        normalizer = float(sum(sum(s.loss_mask) for s in sequences))
+        if normalizer is None:
+            normalizer = float(sum(sum(s.loss_mask) for s in sequences))
+        if not (math.isfinite(normalizer) and normalizer > 0):
+            raise ValueError(f"loss normalizer must be positive and finite, got {normalizer}")
+        plan = plan_micro_batches([len(s.token_ids) for s in sequences], self.config.micro_batch_tokens)
+        if micro_batches is not None:
+            if micro_batches < len(plan):
+                raise ValueError(f"{len(sequences)} sequences need {len(plan)} micro-batches, {micro_batches} given")
+            plan += [[] for _ in range(micro_batches - len(plan))]
         total_loss, clipped, masked = 0.0, 0.0, 0
-        for indices in plan_micro_batches([len(s.token_ids) for s in sequences], self.config.micro_batch_tokens):
-            batch = _collate([sequences[i] for i in indices], self._device)
-            logits = self._engine(input_ids=batch.token_ids, attention_mask=batch.attention_mask).logits
-            loss, stats = loss_fn(token_logprobs(logits, batch.token_ids), batch, normalizer)
-            if not torch.isfinite(loss):
+        for indices in plan:
+            loss, stats = self._micro_batch_loss([sequences[i] for i in indices], loss_fn, normalizer)
+            if not self._finite_on_all_ranks(loss):
                 # Gradients of earlier micro-batches are already accumulated inside the engine.
                 self._failure = f"step {step_number}: loss is {loss.item()} on micro-batch of rows {indices}"
+                if math.isfinite(loss.item()):
+                    self._failure = f"step {step_number}: another rank's loss is not finite"
                 raise LearnerError(self._failure)
             self._engine.backward(loss)
             total_loss += loss.item()
@@ -290,6 +387,37 @@ class PolicyLearner:
             clip_fraction=clipped / masked if masked else 0.0,
             learning_rate=lr,
         )
+
+    def _micro_batch_loss(
+        self, rows: Sequence[TrainSequence], loss_fn: _LossFn, normalizer: float
+    ) -> tuple[torch.Tensor, GRPOStats | None]:
+        """Loss of one micro-batch; with no rows, a zero-weight loss on a 2-token dummy row.
+
+        The dummy still runs forward and backward through every parameter, so ZeRO's gradient hooks
+        (and their collectives) fire exactly as on the other ranks, while the gradient it adds is zero.
+        """
+        dummy = not rows
+        if dummy:
+            rows = [TrainSequence(token_ids=[0, 0], loss_mask=[0, 1])]
+        batch = _collate(rows, self._device)
+        logits = self._engine(input_ids=batch.token_ids, attention_mask=batch.attention_mask).logits
+        logprobs = token_logprobs(logits, batch.token_ids)  # [B,T]
+        if dummy:
+            return logprobs.sum() * 0.0, None
+        return loss_fn(logprobs, batch, normalizer)
+
+    def _finite_on_all_ranks(self, loss: torch.Tensor) -> bool:
+        """Whether every rank's micro-batch loss is finite; all ranks get the same answer.
+
+        A rank that stopped alone would leave the others waiting in the next gradient reduction forever,
+        so the ranks agree first (one tiny all-reduce per micro-batch, only when there are several ranks).
+        """
+        finite = bool(torch.isfinite(loss))
+        if self._world_size == 1:
+            return finite
+        flag = torch.tensor([1 if finite else 0], dtype=torch.int32, device=self._device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item())
 
     def _optimizer_step(self) -> float:
         """Apply the accumulated gradients; return their global norm before clipping.
@@ -361,3 +489,133 @@ class PolicyLearner:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
+
+    def publish(self, version: int, broadcast: str) -> PublishInfo:
+        """Publish the current weights under `version` through the named broadcast ("ray" or "local").
+
+        The broadcast is made once per kind and kept: the Ray variant's published objects are owned by
+        this process, so they live as long as it does.
+        """
+        from mtr.broadcast import create_broadcast
+
+        if broadcast not in self._broadcasts:
+            self._broadcasts[broadcast] = create_broadcast(broadcast)
+        return self._broadcasts[broadcast].publish(version, self.named_weights(), dtype=self.config.precision)
+
+    def save_state(self, path: str | Path) -> Path:
+        """Write everything an exact continuation needs into directory `path`; every rank must call it.
+
+        Layout: `deepspeed/` (DeepSpeed's checkpoint: module, optimizer moments and fp32 master weights, one
+        optimizer shard per rank), `rng_rank<r>.pt` (each rank's torch/Python/NumPy RNG states) and, written
+        last by rank 0 once all ranks are done, `mtr_state.json` (version, learning-rate override, world size).
+        Saving again into the same directory replaces the state. Under several ranks `path` must be storage
+        every rank sees.
+        """
+        target = Path(path)
+        if target.exists() and not _is_state_dir_or_empty(target):
+            raise FileExistsError(f"save_state: {target} exists and is not a training state; refusing to write there")
+        meta = target / STATE_FILE
+        if self._rank == 0:
+            target.mkdir(parents=True, exist_ok=True)
+            meta.unlink(missing_ok=True)  # until the new state is complete, the directory is not a valid one
+        self._barrier()
+        self._engine.save_checkpoint(str(target), tag=DEEPSPEED_TAG, client_state={"mtr_version": self._version})
+        torch.save(_capture_rng(), target / _rng_file(self._rank))
+        self._barrier()
+        if self._rank == 0:
+            record = {
+                "format": STATE_FORMAT,
+                "version": self._version,
+                "constant_lr": self._constant_lr,
+                "world_size": self._world_size,
+                "total_steps": self.total_steps,
+            }
+            tmp = meta.with_suffix(".tmp")
+            tmp.write_text(json.dumps(record, indent=2))
+            os.replace(tmp, meta)
+        self._barrier()
+        return target
+
+    def load_state(self, path: str | Path) -> int:
+        """Restore a state written by `save_state` (every rank must call it); returns the version it continues from.
+
+        Weights, optimizer, schedule position, learning-rate override and RNG come back as they were, so the
+        next step equals the step the saving learner would have taken. The learner must have been built on
+        the same base model, config and world size.
+        """
+        if self._failure is not None:
+            raise LearnerError(f"learner is unusable after an earlier failure ({self._failure}); restore a new one")
+        target = Path(path)
+        record = read_state_record(target)
+        if record["world_size"] != self._world_size:
+            raise ValueError(
+                f"training state {target} was saved by {record['world_size']} ranks; this learner has "
+                f"{self._world_size} (DeepSpeed's optimizer shards are per rank)"
+            )
+        rng_path = target / _rng_file(self._rank)
+        if not rng_path.is_file():
+            raise ValueError(f"training state {target} has no {rng_path.name} for rank {self._rank}")
+        try:
+            loaded, _ = self._engine.load_checkpoint(
+                str(target), tag=DEEPSPEED_TAG, load_optimizer_states=True, load_lr_scheduler_states=False
+            )
+            rng = torch.load(rng_path, weights_only=False)  # our own file: holds Python/NumPy state tuples
+        except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:
+            raise ValueError(f"training state {target} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+        if loaded is None:
+            raise ValueError(f"training state {target} has no DeepSpeed checkpoint under {DEEPSPEED_TAG}/")
+        self._version = int(record["version"])
+        self._constant_lr = record["constant_lr"]
+        _restore_rng(rng)
+        return self._version
+
+    def _barrier(self) -> None:
+        if self._world_size > 1:
+            torch.distributed.barrier()
+
+
+def _is_state_dir_or_empty(path: Path) -> bool:
+    if not path.is_dir():
+        return False
+    names = {p.name for p in path.iterdir()}
+    return not names or STATE_FILE in names or DEEPSPEED_TAG in names
+
+
+def read_state_record(path: Path) -> dict:
+    """The `mtr_state.json` of a training-state directory, checked; ValueError naming the path otherwise."""
+    meta = path / STATE_FILE
+    if not meta.is_file():
+        what = "does not exist" if not path.exists() else f"has no {STATE_FILE} (not a complete training state)"
+        raise ValueError(f"training state {path} {what}")
+    try:
+        record = json.loads(meta.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"training state {meta} is unreadable: {exc}") from exc
+    expected = {"format": int, "version": int, "world_size": int}
+    if not isinstance(record, dict) or any(not isinstance(record.get(k), t) for k, t in expected.items()):
+        raise ValueError(f"training state {meta} is corrupt: expected integer {sorted(expected)}, got {record!r}")
+    if record["format"] != STATE_FORMAT:
+        raise ValueError(f"training state {meta} has format {record['format']}, this learner reads {STATE_FORMAT}")
+    lr = record.get("constant_lr")
+    if lr is not None and not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"training state {meta} is corrupt: constant_lr {lr!r}")
+    return record
+
+
+def _capture_rng() -> dict:
+    import numpy as np
+
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict) -> None:
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

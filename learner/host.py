@@ -1,14 +1,15 @@
 """Entry point of the learner inside its host process (a Ray actor placed by `mtr.placement`).
 
-`start(...)` builds the DeepSpeed engine and serves `LearnerService`; after an update it publishes the
-weights to the Ray object store under the new version for rollout workers to load.
+`start(...)` builds the learner and serves `LearnerService`; after an update it publishes the weights to the
+Ray object store under the new version for rollout workers to load. With `learner.world_size` 1 the
+DeepSpeed engine runs in this process; with more, this process only serves gRPC and drives a
+`RayLearnerGroup` of rank actors, whose rank 0 publishes.
 """
 
 from __future__ import annotations
 
 import os
 
-from mtr.broadcast import create_broadcast
 from mtr.config import LearnerConfig
 from mtr.grpcutil import BackgroundServer
 
@@ -21,6 +22,9 @@ class LearnerHost:
 
     def stop(self) -> None:
         self.server.stop()
+        close = getattr(self.learner, "close", None)  # a group ends its rank actors; one rank has nothing to end
+        if close is not None:
+            close()
 
 
 def _single_rank_rendezvous() -> None:
@@ -37,18 +41,27 @@ def _single_rank_rendezvous() -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
 
 
-def start(model_path: str, learner: dict, total_steps: int, broadcast: str = "ray", host: str = "127.0.0.1"):
-    from learner.engine import PolicyLearner
+def start(
+    model_path: str, learner: dict, total_steps: int, broadcast: str = "ray", host: str = "127.0.0.1"
+) -> LearnerHost:
+    """Build the learner `learner` (a LearnerConfig dump) describes and serve it on `host` (port chosen freely)."""
+    from learner.group import create_learner
     from learner.service import create_server
 
     config = LearnerConfig.model_validate(learner)
-    _single_rank_rendezvous()
-    engine = PolicyLearner(model_path, config, total_steps)
-    weights = create_broadcast(broadcast)
+    if config.world_size == 1:
+        _single_rank_rendezvous()
+    engine = create_learner(model_path, config, total_steps)
 
     def publish(version: int) -> tuple[float, int]:
-        info = weights.publish(version, engine.named_weights(), dtype=config.precision)
+        info = engine.publish(version, broadcast)
         return info.seconds, info.bytes
 
-    server = BackgroundServer(lambda address: create_server(address, engine, publish), host=host)
+    try:
+        server = BackgroundServer(lambda address: create_server(address, engine, publish), host=host)
+    except BaseException:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            close()
+        raise
     return LearnerHost(engine, server)

@@ -1,4 +1,5 @@
-"""The gRPC face of the learner: LearnerService (TrainStep, GetStatus, SaveCheckpoint) plus standard health.
+"""The gRPC face of the learner: LearnerService (TrainStep, GetStatus, SaveCheckpoint, RestoreCheckpoint)
+plus standard health. It serves any `LearnerLike`: one in-process rank or a Ray group of ranks.
 
 Learner calls block for seconds, so they run in a worker thread (one at a time, in arrival order) while
 the event loop keeps answering health checks. Bad requests come back as INVALID_ARGUMENT, learner
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -22,9 +24,11 @@ from mtr.v1 import learner_service_pb2 as pb
 from mtr.v1 import learner_service_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
-    from learner.engine import PolicyLearner, StepResult, TrainSequence
+    from learner.engine import LearnerLike, StepResult, TrainSequence
 
 SERVICE_NAME = "mtr.v1.LearnerService"
+# Where SaveCheckpoint(training_state=true) puts the training state inside a checkpoint directory.
+TRAINING_STATE_DIR = "training_state"
 
 # publish(version) -> (seconds, bytes): puts the weights of `version` where rollout workers fetch them.
 PublishFn = Callable[[int], tuple[float, int]]
@@ -45,7 +49,7 @@ def sequences_from_proto(messages: Sequence[pb.TrainSequence]) -> list[TrainSequ
 
 
 class LearnerServicer(pb_grpc.LearnerServiceServicer):
-    def __init__(self, learner: PolicyLearner, publish: PublishFn | None) -> None:
+    def __init__(self, learner: LearnerLike, publish: PublishFn | None) -> None:
         self.learner = learner
         self.publish = publish
         self.steps = 0
@@ -97,19 +101,43 @@ class LearnerServicer(pb_grpc.LearnerServiceServicer):
         self, request: pb.GetLearnerStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetLearnerStatusResponse:
         checksum = await self._run(context, "GetStatus", self.learner.checksum) if request.compute_checksum else ""
-        return pb.GetLearnerStatusResponse(version=self.learner.version, steps=self.steps, checksum=checksum)
+        return pb.GetLearnerStatusResponse(
+            version=self.learner.version, steps=self.steps, checksum=checksum, world_size=self.learner.world_size
+        )
 
     async def SaveCheckpoint(
         self, request: pb.SaveCheckpointRequest, context: grpc.aio.ServicerContext
     ) -> pb.SaveCheckpointResponse:
         if not request.path:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "SaveCheckpoint: the request has no path")
-        saved = await self._run(context, "SaveCheckpoint", self.learner.save_hf, request.path)
+        saved = await self._run(context, "SaveCheckpoint", self._save, request.path, request.training_state)
         return pb.SaveCheckpointResponse(path=str(saved))
+
+    def _save(self, path: str, training_state: bool) -> Path:
+        """The Hugging Face checkpoint first: saving it replaces the whole directory, an older state included."""
+        saved = self.learner.save_hf(path)
+        if training_state:
+            self.learner.save_state(Path(saved) / TRAINING_STATE_DIR)
+        return saved
+
+    async def RestoreCheckpoint(
+        self, request: pb.RestoreCheckpointRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RestoreCheckpointResponse:
+        if not request.path:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "RestoreCheckpoint: the request has no path")
+        state = Path(request.path) / TRAINING_STATE_DIR
+        if not state.is_dir():
+            message = (
+                f"RestoreCheckpoint: {request.path} has no training state ({state} is missing); "
+                "save it with SaveCheckpoint(training_state=true)"
+            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+        version = await self._run(context, "RestoreCheckpoint", self.learner.load_state, state)
+        return pb.RestoreCheckpointResponse(version=version)
 
 
 async def create_server(
-    address: str, learner: PolicyLearner, publish: PublishFn | None = None
+    address: str, learner: LearnerLike, publish: PublishFn | None = None
 ) -> tuple[grpc.aio.Server, int]:
     """Bind `address` ("host:port"; port 0 picks a free one), start serving, return the server and bound port."""
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
@@ -124,7 +152,10 @@ async def create_server(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve one learner until interrupted; weights are not published (no Ray) in this standalone mode."""
+    """Serve one learner until interrupted; weights are not published in this standalone mode.
+
+    With `learner.world_size` > 1 the ranks are Ray actors (a local Ray starts when none is running).
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="Run config YAML (defaults apply when omitted).")
     parser.add_argument("--set", action="append", default=[], help="Dotted override, e.g. learner.lr=1e-5.")
@@ -132,12 +163,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--total-steps", type=int, help="Length of the LR schedule (default: sft + grpo steps).")
     args = parser.parse_args(argv)
 
-    from learner.engine import PolicyLearner
+    from learner.group import create_learner
     from mtr.config import load_config
 
     config = load_config(args.config, args.set)
     total_steps = args.total_steps or max(1, config.sft.steps + config.grpo.steps)
-    learner = PolicyLearner(config.model.path, config.learner, total_steps)
+    learner = create_learner(config.model.path, config.learner, total_steps)
 
     async def serve() -> None:
         server, port = await create_server(args.address, learner)

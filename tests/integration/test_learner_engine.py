@@ -110,6 +110,24 @@ def test_gradient_accumulation_over_micro_batches_equals_one_batch(tiny_model_di
 
 
 @pytest.mark.integration
+def test_rank_arguments_padding_and_normalizer_change_nothing_alone(tiny_model_dir):
+    """As one rank of a group: zero-weight padding micro-batches and an explicit normalizer equal to the
+    step's own masked-token count give the plain step; a rank without sequences still steps, adding no loss."""
+    batch = _batch()
+    plain = _learner(tiny_model_dir, lr=1e-3, precision="float32")
+    padded = _learner(tiny_model_dir, lr=1e-3, precision="float32")
+    a = plain.sft_step(batch)
+    b = padded.sft_step(batch, normalizer=float(sum(sum(s.loss_mask) for s in batch)), micro_batches=3)
+    assert b.loss == pytest.approx(a.loss, rel=1e-6) and b.grad_norm == pytest.approx(a.grad_norm, rel=1e-5)
+    weights_a, weights_b = dict(plain.named_weights()), dict(padded.named_weights())
+    assert all(torch.allclose(weights_a[name], weights_b[name], atol=1e-7) for name in weights_a)
+    with pytest.raises(ValueError, match="need 1 micro-batches, 0 given"):
+        padded.sft_step(batch, normalizer=10.0, micro_batches=0)
+    empty = padded.sft_step([], normalizer=10.0, micro_batches=2)
+    assert (empty.loss, empty.tokens, padded.version) == (0.0, 0, 2)
+
+
+@pytest.mark.integration
 def test_grpo_step_with_random_advantages(tiny_model_dir):
     learner = _learner(tiny_model_dir, lr=1e-3)
     g = torch.Generator().manual_seed(1)
