@@ -96,7 +96,9 @@ class SFTConfig(_Strict):
         description="Traces per optimizer step. The learner splits them into micro-batches of at most "
         "learner.micro_batch_tokens (length-bucketed) and accumulates their gradients.",
     )
-    save_every: int = Field(0, ge=0, description="`mtr sft`: checkpoint (weights + optimizer) every N steps; 0: at the end.")
+    save_every: int = Field(
+        0, ge=0, description="`mtr sft`: checkpoint (weights + optimizer) every N steps; 0: at the end."
+    )
 
 
 class GRPOConfig(_Strict):
