@@ -101,10 +101,32 @@ class SFTConfig(_Strict):
     )
 
 
+class CurriculumConfig(_Strict):
+    enabled: bool = Field(True, description="Sample GRPO questions by difficulty level (hop count) and success rate.")
+    start_level: int = Field(2, ge=1, description="Hop count the curriculum starts at.")
+    promote_at: float = Field(
+        0.6, gt=0.0, le=1.0, description="Running success rate of the current level that unlocks the next level."
+    )
+    window: int = Field(32, ge=1, description="Recent traces per question bucket the running success rate uses.")
+
+
 class GRPOConfig(_Strict):
     steps: int = Field(4, ge=0, description="GRPO steps (one rollout batch + one update each).")
     questions_per_step: int = Field(4, ge=1, description="Questions (groups) per GRPO step.")
     lr: float | None = Field(1e-5, gt=0.0, description="Learning rate in Stage 2 (None keeps the SFT rate).")
+    std_normalize: bool = Field(True, description="Divide group-centred rewards by the group's std (Dr. GRPO: off).")
+    kl_coef: float = Field(
+        0.0, ge=0.0, description="Weight of the k3 KL estimate to a frozen reference (the policy at GRPO start)."
+    )
+    mode: Literal["sync", "async"] = Field(
+        "sync",
+        description="'async' overlaps the rollout of step t+1 with learning on step t, within max_staleness.",
+    )
+    max_staleness: int = Field(
+        1, ge=0, description="Async: most policy versions a trace may lag the learner when it is trained on."
+    )
+    save_every: int = Field(0, ge=0, description="`mtr grpo`: checkpoint every N steps (0: at the end only).")
+    curriculum: CurriculumConfig = CurriculumConfig()
 
 
 class DataConfig(_Strict):

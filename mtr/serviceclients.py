@@ -77,9 +77,14 @@ class LearnerClient(_Client):
         sequences: Sequence[lpb.TrainSequence],
         publish_weights: bool = True,
         learning_rate: float = 0.0,
+        kl_coef: float = 0.0,
     ) -> lpb.TrainStepResponse:
         request = lpb.TrainStepRequest(
-            objective=objective, sequences=sequences, publish_weights=publish_weights, learning_rate=learning_rate
+            objective=objective,
+            sequences=sequences,
+            publish_weights=publish_weights,
+            learning_rate=learning_rate,
+            kl_coef=kl_coef,
         )
         return self._call(self._stub.TrainStep, request, "LearnerService.TrainStep")
 

@@ -29,19 +29,21 @@ class TrainSequence(_message.Message):
     def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., loss_mask: _Optional[_Iterable[int]] = ..., old_logprobs: _Optional[_Iterable[float]] = ..., advantage: _Optional[float] = ...) -> None: ...
 
 class TrainStepRequest(_message.Message):
-    __slots__ = ("objective", "sequences", "publish_weights", "learning_rate")
+    __slots__ = ("objective", "sequences", "publish_weights", "learning_rate", "kl_coef")
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    KL_COEF_FIELD_NUMBER: _ClassVar[int]
     objective: Objective
     sequences: _containers.RepeatedCompositeFieldContainer[TrainSequence]
     publish_weights: bool
     learning_rate: float
-    def __init__(self, objective: _Optional[_Union[Objective, str]] = ..., sequences: _Optional[_Iterable[_Union[TrainSequence, _Mapping]]] = ..., publish_weights: _Optional[bool] = ..., learning_rate: _Optional[float] = ...) -> None: ...
+    kl_coef: float
+    def __init__(self, objective: _Optional[_Union[Objective, str]] = ..., sequences: _Optional[_Iterable[_Union[TrainSequence, _Mapping]]] = ..., publish_weights: _Optional[bool] = ..., learning_rate: _Optional[float] = ..., kl_coef: _Optional[float] = ...) -> None: ...
 
 class TrainStepResponse(_message.Message):
-    __slots__ = ("version", "loss", "grad_norm", "seconds", "tokens", "clip_fraction", "learning_rate", "publish_seconds", "publish_bytes")
+    __slots__ = ("version", "loss", "grad_norm", "seconds", "tokens", "clip_fraction", "learning_rate", "publish_seconds", "publish_bytes", "kl")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +53,7 @@ class TrainStepResponse(_message.Message):
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KL_FIELD_NUMBER: _ClassVar[int]
     version: int
     loss: float
     grad_norm: float
@@ -60,7 +63,8 @@ class TrainStepResponse(_message.Message):
     learning_rate: float
     publish_seconds: float
     publish_bytes: int
-    def __init__(self, version: _Optional[int] = ..., loss: _Optional[float] = ..., grad_norm: _Optional[float] = ..., seconds: _Optional[float] = ..., tokens: _Optional[int] = ..., clip_fraction: _Optional[float] = ..., learning_rate: _Optional[float] = ..., publish_seconds: _Optional[float] = ..., publish_bytes: _Optional[int] = ...) -> None: ...
+    kl: float
+    def __init__(self, version: _Optional[int] = ..., loss: _Optional[float] = ..., grad_norm: _Optional[float] = ..., seconds: _Optional[float] = ..., tokens: _Optional[int] = ..., clip_fraction: _Optional[float] = ..., learning_rate: _Optional[float] = ..., publish_seconds: _Optional[float] = ..., publish_bytes: _Optional[int] = ..., kl: _Optional[float] = ...) -> None: ...
 
 class GetLearnerStatusRequest(_message.Message):
     __slots__ = ("compute_checksum",)
