@@ -31,6 +31,17 @@ class ControllerMetrics:
         self.groups_dropped = Counter(
             "mtr_grpo_groups_dropped", "GRPO groups without reward variance (no signal).", registry=r
         )
+        self.staleness = Histogram(
+            "mtr_policy_staleness_versions",
+            "Policy versions a trace lags the learner when it is trained on.",
+            registry=r,
+            buckets=(0, 1, 2, 3, 4, 8),
+        )
+        self.stale_dropped = Counter(
+            "mtr_grpo_stale_traces_dropped", "Traces older than grpo.max_staleness, not trained on.", registry=r
+        )
+        self.kl = Gauge("mtr_learner_kl", "Mean k3 KL to the reference policy in the last GRPO step.", registry=r)
+        self.curriculum_level = Gauge("mtr_curriculum_level", "Hardest hop count GRPO samples now.", registry=r)
         self.stage = Gauge("mtr_stage_info", "1 for the stage the run is in.", ["stage"], registry=r)
 
     def serve(self, port: int, address: str = "127.0.0.1") -> int:

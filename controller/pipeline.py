@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import time
 from pathlib import Path
 
 from controller.autoagent import synthesize
 from controller.evaluation import EvalResult, evaluate
+from controller.grpo import GRPOLoop
 from controller.llmteacher import make_teacher
 from controller.metrics import ControllerMetrics
 from controller.report import write_report
@@ -60,7 +60,8 @@ class Pipeline:
         self.services.start()
         self.simulator = self.services.simulator
         _, self.learner = self.services.learner(self.model_path, self.config.sft.steps + self.config.grpo.steps)
-        self.rollout_actor, self.rollout = self.services.rollout(self.model_path)
+        self.rollout_actors, self.rollout = self.services.rollout_pool(self.model_path)
+        self.rollout_actor = self.rollout_actors[0]
 
     def teardown(self) -> None:
         self.services.close()
@@ -120,7 +121,7 @@ class Pipeline:
 
     def grpo(self, train: list[Task]) -> list[float]:
         stepper = GRPOStepper(self.config, self.learner, self.rollout, self.run_dir, self.metrics)
-        self.outcome.grpo_rewards = stepper.run(train, random.Random(self.config.seed))
+        self.outcome.grpo_rewards = GRPOLoop(stepper, train).run()
         return self.outcome.grpo_rewards
 
     def _timed(self, stage: str, work):

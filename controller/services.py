@@ -10,8 +10,10 @@ fork() handlers", then a raylet timeout).
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from controller.rolloutpool import RolloutPool
 from controller.simfarm import LocalSimulatorFarm
 from mtr.config import RunConfig
 from mtr.placement import RoleSpec, launch, shutdown
@@ -60,17 +62,41 @@ class Services:
     # -- roles ------------------------------------------------------------------------------------------------
     def launch(self, spec: RoleSpec):
         """Place a role on Ray; returns (actor, gRPC address). The actor is stopped by `stop_role` or `close`."""
+        self._check_resources(spec)
         actor, address = launch(spec)
         self._actors.append(actor)
         log.info("%s serving at %s", spec.entry, address)
         return actor, address
 
+    def _check_resources(self, spec: RoleSpec) -> None:
+        """Fail with the numbers instead of waiting forever for an actor the cluster can never place."""
+        import ray
+
+        total = ray.cluster_resources()
+        free = ray.available_resources()
+        for name, wanted in (("CPU", spec.num_cpus), ("GPU", spec.num_gpus), *spec.resources.items()):
+            if wanted and wanted > total.get(name, 0.0):
+                raise RuntimeError(
+                    f"{spec.entry} needs {wanted:g} {name} but the Ray cluster has {total.get(name, 0.0):g} in all "
+                    f"({free.get(name, 0.0):g} free); lower the role's reservation or give the cluster more "
+                    "(cluster.num_cpus sets a local instance's logical CPUs)"
+                )
+            if wanted and wanted > free.get(name, 0.0):
+                log.warning(
+                    "%s wants %g %s and only %g are free: it will wait until other roles release them",
+                    spec.entry,
+                    wanted,
+                    name,
+                    free.get(name, 0.0),
+                )
+
     def stop_role(self, actor) -> None:
         self._actors.remove(actor)
         shutdown(actor)
 
-    def rollout(self, model_path: str) -> tuple[object, RolloutClient]:
+    def rollout(self, model_path: str, initial_version: int = 0) -> tuple[object, RolloutClient]:
         """A rollout worker (vLLM engine + RolloutService) on `model_path`, wired to the simulator farm."""
+        rollout = self.config.rollout
         spec = RoleSpec(
             "rollout.host:start",
             {
@@ -80,10 +106,20 @@ class Services:
                 "seed": self.config.seed,
                 "simulator_addresses": self.simulator_addresses,
                 "simulator_timeout_s": self.config.simulator.call_timeout_s,
+                "initial_version": initial_version,
             },
+            num_cpus=rollout.num_cpus_per_worker,
+            num_gpus=rollout.num_gpus_per_worker,
         )
         actor, address = self.launch(spec)
         return actor, RolloutClient(address)
+
+    def rollout_pool(self, model_path: str, initial_version: int = 0) -> tuple[list, RolloutPool]:
+        """`rollout.workers` rollout workers on `model_path` behind one RolloutPool."""
+        workers = self.config.rollout.workers
+        with ThreadPoolExecutor(max_workers=workers) as threads:  # engines start (and compile) concurrently
+            started = list(threads.map(lambda _: self.rollout(model_path, initial_version), range(workers)))
+        return [actor for actor, _ in started], RolloutPool([client for _, client in started])
 
     def learner(self, model_path: str, total_steps: int) -> tuple[object, LearnerClient]:
         """The learner (DeepSpeed, `learner.world_size` ranks) behind LearnerService."""

@@ -7,14 +7,15 @@ object store and the rollout worker loads it in place; the controller only passe
 from __future__ import annotations
 
 import logging
-import random
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from controller.advantages import group_advantages, has_signal
 from controller.evaluation import score
 from controller.metrics import ControllerMetrics
-from controller.reward import COMPONENTS
+from controller.reward import COMPONENTS, RewardBreakdown
+from controller.rolloutpool import RolloutPool
 from controller.rundir import RunDirectory
 from controller.sft import SFTTrainer, tokenize
 from mtr.config import RunConfig
@@ -31,25 +32,30 @@ def sync_weights(
     version: int,
     publish_seconds: float,
     learner: LearnerClient,
-    rollout: RolloutClient,
+    rollout: RolloutClient | RolloutPool,
     metrics: ControllerMetrics,
     run_dir: RunDirectory,
     verify: bool = False,
 ) -> bool | None:
-    """Load `version` on the rollout worker; with `verify`, compare its checksum with the learner's."""
-    loaded = rollout.load_weights(version, compute_checksum=verify)
-    metrics.weight_sync.observe(publish_seconds + loaded.seconds)
-    metrics.weight_sync_bytes.inc(loaded.bytes)
+    """Load `version` on every rollout worker; with `verify`, compare their checksums with the learner's."""
+    replies = rollout.load_weights(version, compute_checksum=verify)
+    replies = replies if isinstance(replies, list) else [replies]
+    load_seconds = max(r.seconds for r in replies)  # workers load concurrently
+    total_bytes = sum(r.bytes for r in replies)
+    metrics.weight_sync.observe(publish_seconds + load_seconds)
+    metrics.weight_sync_bytes.inc(total_bytes)
     metrics.policy_version.set(version)
     match = None
     if verify:
-        match = loaded.checksum == learner.status(compute_checksum=True).checksum
+        expected = learner.status(compute_checksum=True).checksum
+        match = all(r.checksum == expected for r in replies)
     run_dir.log(
         "weight_sync",
         version,
         publish_seconds=publish_seconds,
-        load_seconds=loaded.seconds,
-        bytes=loaded.bytes,
+        load_seconds=load_seconds,
+        bytes=total_bytes,
+        workers=len(replies),
         checksum_match=match,
     )
     return match
@@ -100,17 +106,36 @@ class SFTStepper:
         return losses
 
 
+@dataclass
+class RolloutBatch:
+    """One step's rollout, scored: what the learner trains on, and what gets logged."""
+
+    step: int
+    tasks: list[Task]
+    response: rpb.GenerateGroupsResponse
+    scored: list[tuple[rpb.Trace, RewardBreakdown]]
+    trainable: list[tuple[rpb.Trace, float]]  # (trace, advantage) of groups with reward variance
+    dropped_groups: int
+    successes: dict[str, list[float]]  # task id -> exact match of each sample
+
+
 class GRPOStepper:
+    """One GRPO step in two phases, so a loop can overlap them: rollout+reward, then update+publish."""
+
     def __init__(
         self,
         config: RunConfig,
         learner: LearnerClient,
-        rollout: RolloutClient,
+        rollout: RolloutClient | RolloutPool,
         run_dir: RunDirectory,
         metrics: ControllerMetrics,
+        learner_version: int | None = None,
     ) -> None:
         self.config, self.learner, self.rollout = config, learner, rollout
         self.run_dir, self.metrics = run_dir, metrics
+        self.learner_version = learner.status().version if learner_version is None else learner_version
+        self.loaded_version = self.learner_version  # what the rollout workers run
+        self._publish_seconds = 0.0
 
     def sampling(self, step: int) -> rpb.SamplingConfig:
         r = self.config.rollout
@@ -122,49 +147,71 @@ class GRPOStepper:
             seed=self.config.seed * 100_003 + step,
         )
 
-    def run(self, train: Sequence[Task], rng: random.Random) -> list[float]:
-        mean_rewards = []
-        for step in range(self.config.grpo.steps):
-            tasks = rng.sample(list(train), min(self.config.grpo.questions_per_step, len(train)))
-            mean_rewards.append(self.step(step, tasks))
-        return mean_rewards
-
     def step(self, step: int, tasks: Sequence[Task]) -> float:
+        """A synchronous step: generate with the current policy, update, load the new weights."""
+        record = self.learn_phase(self.rollout_phase(step, tasks))
+        self.sync_rollout()
+        return record["reward"]
+
+    # -- phase 1: rollout ---------------------------------------------------------------------------------------
+    def rollout_phase(self, step: int, tasks: Sequence[Task]) -> RolloutBatch:
+        """Generate the step's groups and score them. Safe to run beside `learn_phase` (it only reads config)."""
         response = self.rollout.generate_groups(tasks, self.config.rollout.group_size, self.sampling(step))
-        self.metrics.rollout_tokens.inc(response.generated_tokens)
         by_id = {t.id: t for t in tasks}
-        sequences, scored, dropped = [], [], 0
+        scored, trainable, dropped, successes = [], [], 0, {}
         for group in response.groups:
-            scores = [
-                score(tr, by_id[group.task_id], self.config.rollout.max_turns, self.config.reward)
-                for tr in group.traces
-            ]
+            task = by_id[group.task_id]
+            scores = [score(tr, task, self.config.rollout.max_turns, self.config.reward) for tr in group.traces]
             scored.extend(zip(group.traces, scores, strict=True))
-            self.metrics.rollout_sequences.inc(len(group.traces))
+            successes[task.id] = [s.exact_match for s in scores]
             rewards = [s.reward for s in scores]
             if not has_signal(rewards):
                 dropped += 1
                 continue
-            advantages = group_advantages(rewards)
-            sequences += [grpo_sequence(t, a) for t, a in zip(group.traces, advantages, strict=True)]
-        self.metrics.groups_dropped.inc(dropped)
-        components = {name: statistics.fmean(getattr(s, name) for _, s in scored) for name in COMPONENTS}
+            advantages = group_advantages(rewards, normalize_std=self.config.grpo.std_normalize)
+            trainable += list(zip(group.traces, advantages, strict=True))
+        return RolloutBatch(step, list(tasks), response, scored, trainable, dropped, successes)
+
+    # -- phase 2: update ----------------------------------------------------------------------------------------
+    def learn_phase(self, batch: RolloutBatch) -> dict:
+        """Train on the batch (traces older than max_staleness versions are dropped), publish, log."""
+        staleness = [self.learner_version - trace.policy_version for trace, _ in batch.trainable]
+        limit = self.config.grpo.max_staleness if self.config.grpo.mode == "async" else 0
+        fresh = [pair for pair, lag in zip(batch.trainable, staleness, strict=True) if lag <= limit]
+        for lag in staleness:
+            self.metrics.staleness.observe(lag)
+        self.metrics.stale_dropped.inc(len(batch.trainable) - len(fresh))
+        self.metrics.rollout_tokens.inc(batch.response.generated_tokens)
+        self.metrics.rollout_sequences.inc(len(batch.scored))
+        self.metrics.groups_dropped.inc(batch.dropped_groups)
+        components = {name: statistics.fmean(getattr(s, name) for _, s in batch.scored) for name in COMPONENTS}
         for name, value in components.items():
             self.metrics.reward.labels(component=name).set(value)
         record = {
-            "rollout_seconds": response.seconds,
-            "generated_tokens": response.generated_tokens,
-            "groups_dropped": dropped,
-            "groups": len(response.groups),
-            "policy_version": response.policy_version,
+            "task_ids": [t.id for t in batch.tasks],
+            "rollout_seconds": batch.response.seconds,
+            "generated_tokens": batch.response.generated_tokens,
+            "traces": len(batch.scored),
+            "groups": len(batch.response.groups),
+            "groups_dropped": batch.dropped_groups,
+            "stale_dropped": len(batch.trainable) - len(fresh),
+            "staleness_max": max(staleness, default=0),
+            "policy_version": batch.response.policy_version,
             **components,
         }
-        if sequences:
+        if fresh:
             update = self.learner.train_step(
-                lpb.OBJECTIVE_GRPO, sequences, publish_weights=True, learning_rate=self.config.grpo.lr or 0.0
+                lpb.OBJECTIVE_GRPO,
+                [grpo_sequence(trace, advantage) for trace, advantage in fresh],
+                publish_weights=True,
+                learning_rate=self.config.grpo.lr or 0.0,
+                kl_coef=self.config.grpo.kl_coef,
             )
+            self.learner_version = update.version
+            self._publish_seconds = update.publish_seconds
             record.update(
                 loss=update.loss,
+                kl=update.kl,
                 grad_norm=update.grad_norm,
                 clip_fraction=update.clip_fraction,
                 learner_seconds=update.seconds,
@@ -172,29 +219,38 @@ class GRPOStepper:
             )
             self.metrics.learner_step.labels(objective="grpo").observe(update.seconds)
             self.metrics.learner_loss.labels(objective="grpo").set(update.loss)
-            sync_weights(update.version, update.publish_seconds, self.learner, self.rollout, self.metrics, self.run_dir)
-        self.run_dir.log("grpo", step, **record)
-        self.run_dir.append_jsonl(
-            "traces/grpo.jsonl",
-            (
-                {
-                    "step": step,
-                    "task_id": t.task_id,
-                    "sample": t.sample_index,
-                    "policy_version": t.policy_version,
-                    "text": t.text,
-                    "finish_reason": t.finish_reason,
-                    **s.as_dict(),
-                }
-                for t, s in scored
-            ),
-        )
+            self.metrics.kl.set(update.kl)
+        self.run_dir.log("grpo", batch.step, **record)
+        self.run_dir.append_jsonl("traces/grpo.jsonl", self._trace_records(batch))
         log.info(
-            "grpo step %d reward %.3f EM %.3f dropped %d/%d groups",
-            step,
+            "grpo step %d reward %.3f EM %.3f dropped %d/%d groups (policy v%d, learner v%d)",
+            batch.step,
             components["reward"],
             components["exact_match"],
-            dropped,
-            len(response.groups),
+            batch.dropped_groups,
+            len(batch.response.groups),
+            batch.response.policy_version,
+            self.learner_version,
         )
-        return components["reward"]
+        return record
+
+    def sync_rollout(self) -> None:
+        """Bring the rollout workers to the learner's latest version (waits for a generation in flight)."""
+        if self.loaded_version != self.learner_version:
+            sync_weights(
+                self.learner_version, self._publish_seconds, self.learner, self.rollout, self.metrics, self.run_dir
+            )
+            self.loaded_version = self.learner_version
+
+    @staticmethod
+    def _trace_records(batch: RolloutBatch):
+        for trace, breakdown in batch.scored:
+            yield {
+                "step": batch.step,
+                "task_id": trace.task_id,
+                "sample": trace.sample_index,
+                "policy_version": trace.policy_version,
+                "text": trace.text,
+                "finish_reason": trace.finish_reason,
+                **breakdown.as_dict(),
+            }

@@ -52,7 +52,9 @@ class SimulatorConfig(_Strict):
 
 
 class RolloutConfig(_Strict):
-    workers: int = Field(1, ge=1, description="Rollout workers (one vLLM engine each).")
+    workers: int = Field(1, ge=1, le=256, description="Rollout workers (one vLLM engine each, a Ray actor each).")
+    num_cpus_per_worker: float = Field(1.0, ge=0.0, description="Ray CPUs each rollout worker reserves.")
+    num_gpus_per_worker: float = Field(0.0, ge=0.0, description="Ray GPUs each rollout worker reserves (GPU: 1).")
     group_size: int = Field(4, ge=2, description="Samples per question in a GRPO group.")
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -126,6 +128,7 @@ class GRPOConfig(_Strict):
         1, ge=0, description="Async: most policy versions a trace may lag the learner when it is trained on."
     )
     save_every: int = Field(0, ge=0, description="`mtr grpo`: checkpoint every N steps (0: at the end only).")
+    eval_every: int = Field(0, ge=0, description="`mtr grpo`: held-out evaluation every N steps (0: start and end).")
     curriculum: CurriculumConfig = CurriculumConfig()
 
 

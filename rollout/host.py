@@ -36,11 +36,15 @@ def start(
     simulator_timeout_s: float = 10.0,
     broadcast: str = "ray",
     host: str = "127.0.0.1",
+    initial_version: int = 0,
 ) -> RolloutHost:
+    """`initial_version`: the policy version of the weights at `model_path` (a resumed run's checkpoint)."""
     config = RolloutConfig.model_validate(rollout)
     generator = VLLMTurnGenerator(model_path, config, dtype, seed)
     simulator = SimulatorClient(simulator_addresses, timeout_s=simulator_timeout_s)
     simulator.wait_ready(60)
-    servicer = RolloutServicer(generator, simulator, create_broadcast(broadcast), config.max_model_len)
+    servicer = RolloutServicer(
+        generator, simulator, create_broadcast(broadcast), config.max_model_len, initial_version=initial_version
+    )
     server = BackgroundServer(lambda address: create_server(address, servicer), host=host)
     return RolloutHost(servicer, server, generator)

@@ -32,13 +32,16 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
         simulator: SimulatorClient,
         broadcast: WeightBroadcast,
         max_model_len: int,
+        initial_version: int = 0,
     ) -> None:
         self._generator = generator
         self._simulator = simulator
         self._broadcast = broadcast
         self._max_model_len = max_model_len
+        # Every engine operation runs on this one thread, in arrival order: a weight load requested while a
+        # generation runs waits for it, and each generation knows exactly which version it ran with.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        self.policy_version = 0
+        self.policy_version = initial_version
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -54,22 +57,29 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
         tasks = [from_proto(t) for t in request.tasks]
         limits = LoopLimits(sampling.max_turns, sampling.max_tokens_per_turn, self._max_model_len, sampling.seed)
         start = time.perf_counter()
-        samples = await self._run(self._generate, tasks, request.group_size, sampling, limits)
+        samples, version = await self._run(self._generate, tasks, request.group_size, sampling, limits)
         seconds = time.perf_counter() - start
         groups = []
         for task in tasks:
-            traces = [self._to_trace(s) for s in samples if s.task.id == task.id]
+            traces = [self._to_trace(s, version) for s in samples if s.task.id == task.id]
             groups.append(pb.Group(task_id=task.id, traces=traces))
         generated = sum(sum(s.loss_mask) for s in samples)
         return pb.GenerateGroupsResponse(
-            groups=groups, policy_version=self.policy_version, generated_tokens=generated, seconds=seconds
+            groups=groups, policy_version=version, generated_tokens=generated, seconds=seconds
         )
 
-    def _generate(self, tasks, group_size, sampling, limits) -> list[Sample]:
+    def _generate(self, tasks, group_size, sampling, limits) -> tuple[list[Sample], int]:
+        version = self.policy_version  # on the engine thread: no load can land during this generation
         self._generator.set_sampling(sampling.temperature, sampling.top_p or 1.0)
-        return run_agent_loop(tasks, group_size, self._generator, self._simulator, self._generator.tokenizer, limits)
+        loop = run_agent_loop(tasks, group_size, self._generator, self._simulator, self._generator.tokenizer, limits)
+        return loop, version
 
-    def _to_trace(self, sample: Sample) -> pb.Trace:
+    def _load(self, packed, version: int) -> tuple[int, float]:
+        received, seconds = self._generator.load_packed(packed)
+        self.policy_version = version
+        return received, seconds
+
+    def _to_trace(self, sample: Sample, version: int) -> pb.Trace:
         return pb.Trace(
             task_id=sample.task.id,
             sample_index=sample.sample_index,
@@ -78,7 +88,7 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
             loss_mask=sample.loss_mask,
             prompt_tokens=sample.prompt_tokens,
             text=sample.text,
-            policy_version=self.policy_version,
+            policy_version=version,
             turns=sample.turns,
             tool_calls=[
                 pb.ToolCallRecord(
@@ -94,8 +104,7 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
             packed = await self._run(self._broadcast.fetch, request.version)
         except KeyError as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        received, seconds = await self._run(self._generator.load_packed, packed)
-        self.policy_version = request.version
+        received, seconds = await self._run(self._load, packed, request.version)
         checksum = await self._run(self._generator.loaded_checksum) if request.compute_checksum else ""
         log.info("loaded weights version %d (%d bytes, %.2fs)", request.version, received, seconds)
         return pb.LoadWeightsResponse(version=request.version, seconds=seconds, bytes=received, checksum=checksum)
