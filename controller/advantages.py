@@ -11,7 +11,11 @@ from collections.abc import Sequence
 
 
 def group_advantages(rewards: Sequence[float], normalize_std: bool = True, eps: float = 1e-6) -> list[float]:
-    """rewards: [G] for one group -> advantages: [G] (mean-centred, optionally divided by the group std)."""
+    """rewards: [G] for one group -> advantages: [G], mean-centred and, with `normalize_std`, divided by the std.
+
+    `normalize_std` is `grpo.std_normalize`: on is the original GRPO; off (Dr. GRPO) keeps the reward scale, so
+    groups with a small spread are not amplified. An all-equal group gives all zeros in both modes.
+    """
     if not rewards:
         return []
     mean = statistics.fmean(rewards)

@@ -4,7 +4,9 @@ One step = all given sequences, packed into micro-batches of at most `micro_batc
 length × rows), gradients accumulated across them, then one optimizer step. Runs on CPU (gloo,
 `DS_ACCELERATOR=cpu`) or CUDA (nccl). Served over gRPC by `learner.service`; usually hosted in a Ray actor.
 As one rank of a data-parallel group (`learner.group`) a step trains on that rank's share of the sequences.
-`save_state`/`load_state` write and restore everything an exact continuation needs.
+GRPO can add a KL penalty to a frozen reference: a copy of the policy taken the first time a GRPO step asks
+for KL (the policy at GRPO start, i.e. the SFT checkpoint), held by every rank.
+`save_state`/`load_state` write and restore everything an exact continuation needs, the reference included.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ MIN_LR_RATIO = 0.1
 STATE_FILE = "mtr_state.json"  # written last: its presence marks a complete state
 STATE_FORMAT = 1
 DEEPSPEED_TAG = "deepspeed"  # DeepSpeed's module + optimizer checkpoint lives in <dir>/deepspeed/
+REFERENCE_FILE = "reference.safetensors"  # the frozen KL reference, in training precision (when there is one)
 
 
 def _rng_file(rank: int) -> str:
@@ -68,6 +71,7 @@ class StepResult:
     seconds: float
     clip_fraction: float  # GRPO: share of masked tokens whose ratio was clipped; 0 for SFT
     learning_rate: float  # rate the optimizer step used
+    kl: float = 0.0  # GRPO: mean k3 KL to the reference over masked tokens; 0.0 while there is no reference
 
 
 class LearnerLike(Protocol):
@@ -85,7 +89,9 @@ class LearnerLike(Protocol):
 
     def sft_step(self, sequences: Sequence[TrainSequence]) -> StepResult: ...
 
-    def grpo_step(self, sequences: Sequence[TrainSequence], clip_eps: float | None = None) -> StepResult: ...
+    def grpo_step(
+        self, sequences: Sequence[TrainSequence], clip_eps: float | None = None, kl_coef: float = 0.0
+    ) -> StepResult: ...
 
     def checksum(self, dtype: str = "bfloat16") -> str: ...
 
@@ -145,6 +151,11 @@ def plan_micro_batches(lengths: Sequence[int], budget_tokens: int) -> list[list[
         else:
             batches.append([index])
     return batches
+
+
+def validate_kl_coef(kl_coef: float) -> None:
+    if not (math.isfinite(kl_coef) and kl_coef >= 0):
+        raise ValueError(f"kl_coef must be finite and >= 0, got {kl_coef}")
 
 
 def validate_sequences(sequences: Sequence[TrainSequence], vocab_size: int, grpo: bool) -> None:
@@ -228,6 +239,7 @@ class PolicyLearner:
         self._constant_lr: float | None = None
         self._failure: str | None = None
         self._broadcasts: dict[str, WeightBroadcast] = {}
+        self._reference: torch.nn.Module | None = None  # frozen KL reference, made on first use
         self._device = _init_distributed()
         self._rank = torch.distributed.get_rank()
         self._world_size = torch.distributed.get_world_size()
@@ -314,20 +326,68 @@ class PolicyLearner:
         self,
         sequences: Sequence[TrainSequence],
         clip_eps: float | None = None,
+        kl_coef: float = 0.0,
+        *,
         normalizer: float | None = None,
         micro_batches: int | None = None,
     ) -> StepResult:
-        """One optimizer step of the clipped GRPO objective (advantages already group-normalized)."""
+        """One optimizer step of the clipped GRPO objective (advantages already group-normalized).
+
+        `kl_coef` > 0 adds kl_coef × token-mean k3 KL to the frozen reference; the first such step takes the
+        reference (the current weights, so its KL is 0). Once a reference exists every GRPO step measures
+        the KL (`StepResult.kl`), also with `kl_coef` 0. `normalizer`/`micro_batches`: see `_step`.
+        """
         if sequences or normalizer is None:
             validate_sequences(sequences, self.vocab_size, grpo=True)
         eps = self.config.clip_eps if clip_eps is None else clip_eps
         if not 0.0 < eps < 1.0:
             raise ValueError(f"clip_eps must be in (0, 1), got {eps}")
+        validate_kl_coef(kl_coef)
+        if kl_coef > 0 and self._reference is None:
+            self._check_usable()
+            self._reference = self._snapshot_reference()
 
         def loss_fn(logprobs: torch.Tensor, batch: _MicroBatch, normalizer: float):
-            return grpo_loss(logprobs, batch.old_logprobs, batch.advantages, batch.loss_mask, eps, normalizer)
+            ref = self._reference_logprobs(batch)
+            return grpo_loss(
+                logprobs, batch.old_logprobs, batch.advantages, batch.loss_mask, eps, normalizer, ref, kl_coef
+            )
 
         return self._step(sequences, loss_fn, normalizer, micro_batches)
+
+    @property
+    def has_reference(self) -> bool:
+        """Whether a frozen KL reference exists (taken by the first GRPO step with kl_coef > 0, or restored)."""
+        return self._reference is not None
+
+    def _new_reference_module(self) -> torch.nn.Module:
+        """An empty-weighted copy of the policy's architecture in training precision, frozen and in eval mode."""
+        from transformers import AutoModelForCausalLM
+
+        dtype = torch.bfloat16 if self.config.precision == "bfloat16" else torch.float32
+        module = AutoModelForCausalLM.from_config(self._engine.module.config, dtype=dtype)
+        module.config.use_cache = False
+        module.requires_grad_(False)
+        return module.eval().to(self._device)
+
+    def _snapshot_reference(self) -> torch.nn.Module:
+        """Copy the current policy weights into a new frozen module (gathered first under ZeRO-3)."""
+        reference = self._new_reference_module()
+        with torch.no_grad():
+            reference.load_state_dict(dict(self.named_weights()), strict=True)
+        return reference
+
+    def _reference_logprobs(self, batch: _MicroBatch) -> torch.Tensor | None:
+        """The reference's token log-probs [B,T] for this micro-batch, or None without a reference."""
+        if self._reference is None:
+            return None
+        with torch.no_grad():
+            logits = self._reference(input_ids=batch.token_ids, attention_mask=batch.attention_mask).logits
+            return token_logprobs(logits, batch.token_ids)
+
+    def _check_usable(self) -> None:
+        if self._failure is not None:
+            raise LearnerError(f"learner is unusable after an earlier failure: {self._failure}")
 
     def _step(
         self,
@@ -344,8 +404,7 @@ class PolicyLearner:
         each backward, so all ranks must call it equally often. Missing micro-batches (or a rank without any
         sequence) are filled with zero-weight ones that join the collectives but add nothing.
         """
-        if self._failure is not None:
-            raise LearnerError(f"learner is unusable after an earlier failure: {self._failure}")
+        self._check_usable()
         start = time.perf_counter()
         step_number = self._version + 1
         lr = self._lr_for(self._version)
@@ -360,7 +419,7 @@ class PolicyLearner:
             if micro_batches < len(plan):
                 raise ValueError(f"{len(sequences)} sequences need {len(plan)} micro-batches, {micro_batches} given")
             plan += [[] for _ in range(micro_batches - len(plan))]
-        total_loss, clipped, masked = 0.0, 0.0, 0
+        total_loss, clipped, kl_sum, masked = 0.0, 0.0, 0.0, 0
         for indices in plan:
             loss, stats = self._micro_batch_loss([sequences[i] for i in indices], loss_fn, normalizer)
             if not self._finite_on_all_ranks(loss):
@@ -373,6 +432,7 @@ class PolicyLearner:
             total_loss += loss.item()
             if stats is not None:
                 clipped += stats.clip_fraction * stats.tokens
+                kl_sum += stats.kl * stats.tokens
                 masked += stats.tokens
         grad_norm = self._optimizer_step()
         if not math.isfinite(grad_norm):
@@ -386,6 +446,7 @@ class PolicyLearner:
             seconds=time.perf_counter() - start,
             clip_fraction=clipped / masked if masked else 0.0,
             learning_rate=lr,
+            kl=kl_sum / masked if masked else 0.0,
         )
 
     def _micro_batch_loss(
@@ -506,8 +567,10 @@ class PolicyLearner:
         """Write everything an exact continuation needs into directory `path`; every rank must call it.
 
         Layout: `deepspeed/` (DeepSpeed's checkpoint: module, optimizer moments and fp32 master weights, one
-        optimizer shard per rank), `rng_rank<r>.pt` (each rank's torch/Python/NumPy RNG states) and, written
-        last by rank 0 once all ranks are done, `mtr_state.json` (version, learning-rate override, world size).
+        optimizer shard per rank), `rng_rank<r>.pt` (each rank's torch/Python/NumPy RNG states),
+        `reference.safetensors` (the KL reference, if one exists; every rank holds the same, rank 0 writes it)
+        and, written last by rank 0 once all ranks are done, `mtr_state.json` (version, learning-rate override,
+        world size, whether there is a reference).
         Saving again into the same directory replaces the state. Under several ranks `path` must be storage
         every rank sees.
         """
@@ -521,6 +584,8 @@ class PolicyLearner:
         self._barrier()
         self._engine.save_checkpoint(str(target), tag=DEEPSPEED_TAG, client_state={"mtr_version": self._version})
         torch.save(_capture_rng(), target / _rng_file(self._rank))
+        if self._rank == 0:
+            self._save_reference(target / REFERENCE_FILE)
         self._barrier()
         if self._rank == 0:
             record = {
@@ -529,6 +594,7 @@ class PolicyLearner:
                 "constant_lr": self._constant_lr,
                 "world_size": self._world_size,
                 "total_steps": self.total_steps,
+                "reference": REFERENCE_FILE if self._reference is not None else None,
             }
             tmp = meta.with_suffix(".tmp")
             tmp.write_text(json.dumps(record, indent=2))
@@ -539,9 +605,9 @@ class PolicyLearner:
     def load_state(self, path: str | Path) -> int:
         """Restore a state written by `save_state` (every rank must call it); returns the version it continues from.
 
-        Weights, optimizer, schedule position, learning-rate override and RNG come back as they were, so the
-        next step equals the step the saving learner would have taken. The learner must have been built on
-        the same base model, config and world size.
+        Weights, optimizer, schedule position, learning-rate override, KL reference (or its absence) and RNG
+        come back as they were, so the next step equals the step the saving learner would have taken. The
+        learner must have been built on the same base model, config and world size.
         """
         if self._failure is not None:
             raise LearnerError(f"learner is unusable after an earlier failure ({self._failure}); restore a new one")
@@ -555,6 +621,7 @@ class PolicyLearner:
         rng_path = target / _rng_file(self._rank)
         if not rng_path.is_file():
             raise ValueError(f"training state {target} has no {rng_path.name} for rank {self._rank}")
+        reference = self._load_reference(target, record.get("reference"))  # first: a bad file changes nothing
         try:
             loaded, _ = self._engine.load_checkpoint(
                 str(target), tag=DEEPSPEED_TAG, load_optimizer_states=True, load_lr_scheduler_states=False
@@ -564,10 +631,39 @@ class PolicyLearner:
             raise ValueError(f"training state {target} cannot be loaded: {type(exc).__name__}: {exc}") from exc
         if loaded is None:
             raise ValueError(f"training state {target} has no DeepSpeed checkpoint under {DEEPSPEED_TAG}/")
+        self._reference = reference
         self._version = int(record["version"])
         self._constant_lr = record["constant_lr"]
         _restore_rng(rng)
         return self._version
+
+    def _save_reference(self, path: Path) -> None:
+        """Write the reference in its own precision (bit-exact), or remove a stale one when there is none."""
+        from safetensors.torch import save_model
+
+        if self._reference is None:
+            path.unlink(missing_ok=True)
+            return
+        tmp = path.with_suffix(".tmp")
+        save_model(self._reference, str(tmp))  # drops the tied lm_head duplicate; load_model re-ties it
+        os.replace(tmp, path)
+
+    def _load_reference(self, state_dir: Path, name: str | None) -> torch.nn.Module | None:
+        """The reference a state recorded (None when it had none, so a restored run is as the saved one was)."""
+        if name is None:
+            return None
+        from safetensors import SafetensorError
+        from safetensors.torch import load_model
+
+        path = state_dir / name
+        if not path.is_file():
+            raise ValueError(f"training state {state_dir} records a KL reference, but {path} is missing")
+        reference = self._new_reference_module()
+        try:
+            load_model(reference, str(path), strict=True, device=self._device)
+        except (OSError, RuntimeError, SafetensorError) as exc:
+            raise ValueError(f"KL reference {path} cannot be loaded: {type(exc).__name__}: {exc}") from exc
+        return reference
 
     def _barrier(self) -> None:
         if self._world_size > 1:
@@ -596,6 +692,9 @@ def read_state_record(path: Path) -> dict:
         raise ValueError(f"training state {meta} is corrupt: expected integer {sorted(expected)}, got {record!r}")
     if record["format"] != STATE_FORMAT:
         raise ValueError(f"training state {meta} has format {record['format']}, this learner reads {STATE_FORMAT}")
+    reference = record.get("reference")
+    if reference is not None and reference != REFERENCE_FILE:
+        raise ValueError(f"training state {meta} is corrupt: reference {reference!r}")
     lr = record.get("constant_lr")
     if lr is not None and not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"training state {meta} is corrupt: constant_lr {lr!r}")

@@ -11,7 +11,9 @@ One DeepSpeed rank per Ray actor, all ranks in one placement group (PACK: on as 
 A step splits its sequences across the ranks balanced by token count. Every rank divides its loss by
 (all ranks' masked tokens / world_size), because DeepSpeed averages the ranks' gradients: the update is the
 token mean over the whole step, as on one rank. Ranks run equally many micro-batches (ZeRO reduces inside
-each backward), padding with zero-weight ones. Ray is imported lazily; the sharding math is pure.
+each backward), padding with zero-weight ones. With a KL term each rank holds its own frozen reference (all
+equal: every rank takes it from the same weights at the same step). Ray is imported lazily; the sharding math
+is pure.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from learner.engine import (
     StepResult,
     TrainSequence,
     plan_micro_batches,
+    validate_kl_coef,
     validate_sequences,
 )
 from mtr.config import LearnerConfig
@@ -48,7 +51,7 @@ class RankShare:
     indices: tuple[int, ...]  # positions in the step's sequence list
     normalizer: float  # loss divisor: all ranks' masked tokens / world_size
     micro_batches: int  # micro-batches every rank runs (the most any rank needs)
-    masked_tokens: int  # this rank's masked tokens (weights its GRPO clip fraction)
+    masked_tokens: int  # this rank's masked tokens (weights its GRPO clip fraction and KL)
 
 
 def split_by_tokens(lengths: Sequence[int], world_size: int) -> list[list[int]]:
@@ -90,12 +93,14 @@ def combine_results(results: Sequence[StepResult], shares: Sequence[RankShare], 
     """One StepResult for the whole step from the ranks' results (rank 0 first).
 
     Each rank's loss was divided by (global masked tokens / world_size), so their sum is world_size times the
-    token-mean loss. The gradient norm is global already (DeepSpeed reduces it); rank 0's is taken.
+    token-mean loss. The gradient norm is global already (DeepSpeed reduces it); rank 0's is taken. Clip
+    fraction and KL are per-token means, so each rank's counts by its masked tokens.
     """
     if len(results) != len(shares) or not results:
         raise ValueError(f"combine_results: {len(results)} results for {len(shares)} ranks")
     masked = sum(s.masked_tokens for s in shares)
     clipped = sum(r.clip_fraction * s.masked_tokens for r, s in zip(results, shares, strict=True))
+    kl = sum(r.kl * s.masked_tokens for r, s in zip(results, shares, strict=True))
     return StepResult(
         loss=sum(r.loss for r in results) / len(results),
         grad_norm=results[0].grad_norm,
@@ -103,6 +108,7 @@ def combine_results(results: Sequence[StepResult], shares: Sequence[RankShare], 
         seconds=seconds,
         clip_fraction=clipped / masked if masked else 0.0,
         learning_rate=results[0].learning_rate,
+        kl=kl / masked if masked else 0.0,
     )
 
 
@@ -141,10 +147,12 @@ class _Rank:
         return self.learner.vocab_size
 
     def step(
-        self, grpo: bool, sequences: list[TrainSequence], share: RankShare, clip_eps: float | None
+        self, grpo: bool, sequences: list[TrainSequence], share: RankShare, clip_eps: float | None, kl_coef: float
     ) -> tuple[StepResult, int]:
         if grpo:
-            result = self.learner.grpo_step(sequences, clip_eps, share.normalizer, share.micro_batches)
+            result = self.learner.grpo_step(
+                sequences, clip_eps, kl_coef, normalizer=share.normalizer, micro_batches=share.micro_batches
+            )
         else:
             result = self.learner.sft_step(sequences, share.normalizer, share.micro_batches)
         return result, self.learner.version
@@ -300,23 +308,31 @@ class RayLearnerGroup:
     def sft_step(self, sequences: Sequence[TrainSequence]) -> StepResult:
         """One data-parallel optimizer step of token-mean NLL over all `sequences`."""
         validate_sequences(sequences, self.vocab_size, grpo=False)
-        return self._step(False, sequences, None)
+        return self._step(False, sequences, None, 0.0)
 
-    def grpo_step(self, sequences: Sequence[TrainSequence], clip_eps: float | None = None) -> StepResult:
-        """One data-parallel optimizer step of the clipped GRPO objective over all `sequences`."""
+    def grpo_step(
+        self, sequences: Sequence[TrainSequence], clip_eps: float | None = None, kl_coef: float = 0.0
+    ) -> StepResult:
+        """One data-parallel optimizer step of the clipped GRPO objective (plus kl_coef × KL) over all `sequences`.
+
+        The first step with `kl_coef` > 0 makes every rank take its reference from the current weights.
+        """
         validate_sequences(sequences, self.vocab_size, grpo=True)
         eps = self.config.clip_eps if clip_eps is None else clip_eps
         if not 0.0 < eps < 1.0:
             raise ValueError(f"clip_eps must be in (0, 1), got {eps}")
-        return self._step(True, sequences, eps)
+        validate_kl_coef(kl_coef)
+        return self._step(True, sequences, eps, kl_coef)
 
-    def _step(self, grpo: bool, sequences: Sequence[TrainSequence], clip_eps: float | None) -> StepResult:
+    def _step(
+        self, grpo: bool, sequences: Sequence[TrainSequence], clip_eps: float | None, kl_coef: float
+    ) -> StepResult:
         """Validated up front, so no rank refuses its part while the others wait for it in a collective."""
         self._check_usable()
         start = time.perf_counter()
         shares = plan_step(sequences, self.world_size, self.config.micro_batch_tokens)
         refs = [
-            actor.step.remote(grpo, [sequences[i] for i in share.indices], share, clip_eps)
+            actor.step.remote(grpo, [sequences[i] for i in share.indices], share, clip_eps, kl_coef)
             for actor, share in zip(self._actors, shares, strict=True)
         ]
         try:
@@ -345,7 +361,8 @@ class RayLearnerGroup:
         return self._on_weights("publish", version, broadcast)
 
     def save_state(self, path: str | Path) -> Path:
-        """Every rank writes its part (optimizer shard, RNG) under `path`, which all ranks must see."""
+        """Every rank writes its part (optimizer shard, RNG; rank 0 the KL reference) under `path`, which all
+        ranks must see."""
         return Path(self._all("save_state", str(path))[0])
 
     def load_state(self, path: str | Path) -> int:

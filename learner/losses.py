@@ -1,4 +1,4 @@
-"""Token log-probabilities and the two training losses: SFT (masked NLL) and GRPO (clipped ratio).
+"""Token log-probabilities and the two training losses: SFT (masked NLL) and GRPO (clipped ratio + KL).
 
 Shapes: B sequences (rows) × T positions × V vocabulary. A loss mask is 1 on tokens the policy
 produced (the only ones that carry loss) and 0 on prompt, observation and padding tokens.
@@ -8,6 +8,7 @@ several micro-batches gives exactly the token mean over the whole step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,7 @@ class GRPOStats:
     clip_fraction: float  # share of masked tokens whose gradient the clip removed
     mean_ratio: float  # mean importance ratio exp(new - old) over masked tokens
     tokens: int  # masked tokens counted (to combine micro-batches)
+    kl: float = 0.0  # mean k3 KL estimate to the reference over masked tokens; 0 without a reference
 
 
 def token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
@@ -58,6 +60,21 @@ def sft_loss(logprobs: torch.Tensor, loss_mask: torch.Tensor, normalizer: float 
     return nll.sum() / _normalizer(loss_mask, normalizer)
 
 
+def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """logprobs, ref_logprobs, loss_mask [B,T] -> [B,T]: the k3 estimate of KL(policy || reference) per token.
+
+    With d = ref - new, k3 = exp(d) - d - 1: never negative, zero exactly where the two agree, and unbiased
+    for the KL when tokens are sampled from the policy (Schulman's k3). 0 off the mask. `expm1` keeps the
+    small-d values accurate; d is bounded like the importance ratio so a far-off token cannot overflow.
+    """
+    if ref_logprobs.shape != logprobs.shape:
+        raise ValueError(f"ref_logprobs {tuple(ref_logprobs.shape)} must match logprobs {tuple(logprobs.shape)}")
+    mask = loss_mask.bool()  # [B,T]
+    d = torch.where(mask, ref_logprobs - logprobs, torch.zeros_like(logprobs))  # [B,T], 0 off-mask
+    d = d.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+    return torch.expm1(d) - d  # [B,T]; exactly 0 where d == 0
+
+
 def grpo_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -65,15 +82,22 @@ def grpo_loss(
     loss_mask: torch.Tensor,
     clip_eps: float,
     normalizer: float | None = None,
+    ref_logprobs: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
 ) -> tuple[torch.Tensor, GRPOStats]:
-    """PPO-style clipped surrogate, token-level mean over masked tokens.
+    """PPO-style clipped surrogate plus a k3 KL penalty to a reference, token-level mean over masked tokens.
 
-    logprobs, old_logprobs, loss_mask [B,T]; advantages [B] (one per sequence, broadcast over its tokens).
-    loss = -sum_masked min(r·A, clip(r, 1-eps, 1+eps)·A) / normalizer with r = exp(new - old).
-    With all advantages zero the loss is identically zero, and so is its gradient.
+    logprobs, old_logprobs, loss_mask, ref_logprobs [B,T]; advantages [B] (one per sequence, broadcast over
+    its tokens). loss = (-sum_masked min(r·A, clip(r, 1-eps, 1+eps)·A) + kl_coef · sum_masked k3) / normalizer
+    with r = exp(new - old). With all advantages zero and no KL term the loss is identically zero, and so is
+    its gradient. `ref_logprobs` without `kl_coef` only measures the KL (reported in the stats).
     """
     if advantages.dim() != 1 or advantages.shape[0] != logprobs.shape[0]:
         raise ValueError(f"advantages must be [B]={logprobs.shape[0]}, got {tuple(advantages.shape)}")
+    if not (math.isfinite(kl_coef) and kl_coef >= 0):
+        raise ValueError(f"kl_coef must be finite and >= 0, got {kl_coef}")
+    if kl_coef > 0 and ref_logprobs is None:
+        raise ValueError("kl_coef > 0 needs ref_logprobs (the reference policy's token log-probs)")
     mask = loss_mask.bool()  # [B,T]
     log_ratio = torch.where(mask, logprobs - old_logprobs, torch.zeros_like(logprobs))  # [B,T], 0 off-mask
     log_ratio = log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
@@ -82,7 +106,12 @@ def grpo_loss(
     unclipped = ratio * adv  # [B,T]
     clipped = ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv  # [B,T]
     objective = torch.minimum(unclipped, clipped)  # [B,T]
-    loss = -torch.where(mask, objective, torch.zeros_like(objective)).sum() / _normalizer(loss_mask, normalizer)
+    total = -torch.where(mask, objective, torch.zeros_like(objective)).sum()
+    k3 = None if ref_logprobs is None else kl_k3(logprobs, ref_logprobs, loss_mask)  # [B,T]
+    if kl_coef > 0:
+        # Only when asked: adding 0·KL would still cost a backward path and could turn exact zeros inexact.
+        total = total + kl_coef * k3.sum()
+    loss = total / _normalizer(loss_mask, normalizer)
     with torch.no_grad():
         tokens = int(mask.sum())
         was_clipped = (clipped < unclipped) & mask  # the clipped branch won: this token's gradient is zero
@@ -90,5 +119,6 @@ def grpo_loss(
             clip_fraction=float(was_clipped.sum()) / max(tokens, 1),
             mean_ratio=float(ratio[mask].mean()) if tokens else 1.0,
             tokens=tokens,
+            kl=float(k3.sum()) / max(tokens, 1) if k3 is not None else 0.0,
         )
     return loss, stats

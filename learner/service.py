@@ -66,11 +66,11 @@ class LearnerServicer(pb_grpc.LearnerServiceServicer):
                 code, message = grpc.StatusCode.INTERNAL, f"{what}: {type(exc).__name__}: {exc}"
         await context.abort(code, message)
 
-    def _train(self, objective: int, sequences: list[TrainSequence], lr: float | None) -> StepResult:
+    def _train(self, objective: int, sequences: list[TrainSequence], lr: float | None, kl_coef: float) -> StepResult:
         self.learner.set_learning_rate(lr)
         if objective == pb.OBJECTIVE_SFT:
             return self.learner.sft_step(sequences)
-        return self.learner.grpo_step(sequences)
+        return self.learner.grpo_step(sequences, kl_coef=kl_coef)
 
     async def TrainStep(self, request: pb.TrainStepRequest, context: grpc.aio.ServicerContext) -> pb.TrainStepResponse:
         if request.objective not in (pb.OBJECTIVE_SFT, pb.OBJECTIVE_GRPO):
@@ -78,9 +78,12 @@ class LearnerServicer(pb_grpc.LearnerServiceServicer):
         if request.publish_weights and self.publish is None:
             message = "TrainStep: publish_weights was asked, but this learner has no publisher"
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, message)
+        if request.objective == pb.OBJECTIVE_SFT and request.kl_coef != 0:
+            message = f"TrainStep: kl_coef {request.kl_coef} applies to GRPO only; SFT has no KL term"
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
         sequences = sequences_from_proto(request.sequences)
         lr = request.learning_rate if request.learning_rate > 0 else None
-        result = await self._run(context, "TrainStep", self._train, request.objective, sequences, lr)
+        result = await self._run(context, "TrainStep", self._train, request.objective, sequences, lr, request.kl_coef)
         self.steps += 1
         publish_seconds, publish_bytes = 0.0, 0
         if request.publish_weights:
@@ -93,6 +96,7 @@ class LearnerServicer(pb_grpc.LearnerServiceServicer):
             tokens=result.tokens,
             clip_fraction=result.clip_fraction,
             learning_rate=result.learning_rate,
+            kl=result.kl,
             publish_seconds=publish_seconds,
             publish_bytes=publish_bytes,
         )

@@ -1,5 +1,7 @@
 """The DeepSpeed learner on the tiny model: SFT learns, GRPO steps, accumulation is exact, weights and
-checkpoints match, and the gRPC LearnerService works on loopback."""
+checkpoints match, and the gRPC LearnerService works on loopback. GRPO in detail: the KL to the frozen
+reference (zero at the snapshot, growing with training, pulling back), zero advantages giving a zero update,
+the loss mask, and exact resume with a reference."""
 
 from __future__ import annotations
 
@@ -32,6 +34,20 @@ def _batch(lengths=(48, 40, 32, 24), seed: int = 0, vocab: int = 500) -> list[Tr
             loss_mask=[0] * (n // 2) + [1] * (n - n // 2),
         )
         for n in lengths
+    ]
+
+
+def _grpo(sequences: list[TrainSequence], seed: int, advantage_scale: float = 1.0) -> list[TrainSequence]:
+    """`sequences` with fixed off-policy sampler log-probs on their policy tokens and random advantages."""
+    g = torch.Generator().manual_seed(seed)
+    return [
+        TrainSequence(
+            token_ids=s.token_ids,
+            loss_mask=s.loss_mask,
+            old_logprobs=[(-6.0 + 0.5 * float(torch.randn(1, generator=g))) * m for m in s.loss_mask],
+            advantage=advantage_scale * float(torch.randn(1, generator=g)),
+        )
+        for s in sequences
     ]
 
 
@@ -227,5 +243,144 @@ def test_grpc_train_step_status_and_checkpoint(tiny_model_dir, tmp_path):
             with pytest.raises(grpc.RpcError) as error:
                 stub.TrainStep(pb.TrainStepRequest(sequences=request.sequences), timeout=60)
             assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+            grpo = pb.TrainStepRequest(
+                objective=pb.OBJECTIVE_GRPO, sequences=[_to_proto(s) for s in _grpo(_batch(), seed=1)], kl_coef=0.3
+            )
+            assert stub.TrainStep(grpo, timeout=120).kl == 0.0  # takes the reference
+            assert stub.TrainStep(grpo, timeout=120).kl > 0.0
+            for bad_kl in (
+                pb.TrainStepRequest(objective=pb.OBJECTIVE_SFT, sequences=request.sequences, kl_coef=0.3),
+                pb.TrainStepRequest(objective=pb.OBJECTIVE_GRPO, sequences=grpo.sequences, kl_coef=-0.3),
+            ):
+                with pytest.raises(grpc.RpcError) as error:
+                    stub.TrainStep(bad_kl, timeout=60)
+                assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "kl_coef" in error.value.details()
     finally:
         server.stop(grace=0.5)
+
+
+# GRPO at full strength: KL to the frozen reference, zero-signal steps, the loss mask, resume.
+
+
+@pytest.mark.integration
+def test_kl_is_zero_at_the_reference_snapshot_and_grows_with_training(tiny_model_dir):
+    learner = _learner(tiny_model_dir, lr=1e-3, precision="float32")
+    assert not learner.has_reference
+    first = learner.grpo_step(_grpo(_batch(), seed=1), clip_eps=0.2, kl_coef=0.1)
+    assert learner.has_reference and first.kl == 0.0  # the reference is the policy that took this step
+    later = [learner.grpo_step(_grpo(_batch(seed=s), seed=s), clip_eps=0.2, kl_coef=0.1) for s in (2, 3)]
+    assert all(r.kl > 0 for r in later)
+    measured = learner.grpo_step(_grpo(_batch(seed=4), seed=4), clip_eps=0.2, kl_coef=0.0)
+    assert measured.kl > 0  # kl_coef 0 still measures against the existing reference
+    with pytest.raises(ValueError, match="kl_coef must be finite and >= 0"):
+        learner.grpo_step(_grpo(_batch(), seed=5), kl_coef=-1.0)
+
+
+@pytest.mark.integration
+def test_large_kl_coef_with_zero_advantages_pulls_the_policy_back(tiny_model_dir):
+    """Distance to the reference is the KL on a fixed batch (what the term minimizes), measured before the step
+    (the step's own `kl`) and after it (the next step's `kl`, on the same batch). Weight-space L2 is no such
+    measure: Adam's per-coordinate steps need not shrink it while they shrink the KL.
+
+    The policy is moved away by editing its weights, not by training, so Adam carries no momentum away from
+    the reference into the measured step; ZeRO stage 0 because ZeRO-2 would overwrite the edit from its
+    own master copy of the weights.
+    """
+    learner = _learner(tiny_model_dir, lr=1e-4, precision="float32", zero_stage=0)
+    snapshot = learner.grpo_step(_grpo(_batch(), seed=1, advantage_scale=0.0), clip_eps=0.2, kl_coef=10.0)
+    assert (snapshot.kl, snapshot.grad_norm) == (0.0, 0.0)  # the k3 gradient vanishes at the reference
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for parameter in learner._engine.module.parameters():
+            parameter.add_(0.01 * torch.randn(parameter.shape, generator=g))
+    fixed = _grpo(_batch(seed=9), seed=9, advantage_scale=0.0)
+    before = learner.grpo_step(fixed, clip_eps=0.2, kl_coef=10.0)
+    after = learner.grpo_step(fixed, clip_eps=0.2, kl_coef=10.0)
+    assert before.kl > 0 and before.grad_norm > 0
+    assert after.kl < 0.9 * before.kl
+
+
+@pytest.mark.integration
+def test_all_zero_advantages_without_kl_give_a_zero_update(tiny_model_dir):
+    """What an all-equal-reward group sends: no gradient, and (fresh optimizer, no weight decay) no change."""
+    learner = _learner(tiny_model_dir, lr=1e-2, precision="float32")
+    before = learner.checksum("float32")
+    result = learner.grpo_step(_grpo(_batch(), seed=1, advantage_scale=0.0), clip_eps=0.2)
+    assert (result.loss, result.grad_norm, result.kl) == (0.0, 0.0, 0.0)
+    assert learner.checksum("float32") == before and learner.version == 1
+
+
+def _turns(seed: int) -> list[TrainSequence]:
+    """Traces shaped like agent turns: prompt, policy turn, observation, policy turn, trailing observation."""
+    segments = [(0, 10), (1, 10), (0, 8), (1, 6), (0, 6)]
+    mask = [m for m, n in segments for _ in range(n)]
+    rows = [TrainSequence(s.token_ids, mask) for s in _batch(lengths=(len(mask),) * 3, seed=seed)]
+    return [_edit(s, advantage=a) for s, a in zip(_grpo(rows, seed=seed), (1.0, -0.5, 0.5), strict=True)]
+
+
+def _edit(sequence: TrainSequence, **changes) -> TrainSequence:
+    fields = {"token_ids": sequence.token_ids, "old_logprobs": sequence.old_logprobs, "advantage": sequence.advantage}
+    fields.update(changes)
+    return TrainSequence(fields["token_ids"], sequence.loss_mask, fields["old_logprobs"], fields["advantage"])
+
+
+@pytest.mark.integration
+def test_loss_mask_is_respected_exactly(tiny_model_dir, tmp_path):
+    """Three steps from one restored state (a reference exists, kl_coef > 0): the given traces, the same traces
+    with sampler log-probs changed at every mask-0 position and token ids changed after the last policy token,
+    and controls that change what must matter. Token ids at mask-0 positions *before* a policy token are
+    context for it (an observation conditions the next turn), so only trailing ones can be invariant."""
+    learner = _learner(tiny_model_dir, lr=1e-3, precision="float32")
+    learner.grpo_step(_grpo(_batch(), seed=1), clip_eps=0.2, kl_coef=0.5)  # takes the reference
+    learner.grpo_step(_grpo(_batch(seed=2), seed=2), clip_eps=0.2)  # so the policy differs from it
+    learner.save_state(tmp_path / "state")
+    traces = _turns(seed=3)
+
+    def step_from_state(sequences: list[TrainSequence]) -> tuple[float, float, float, str]:
+        learner.load_state(tmp_path / "state")
+        result = learner.grpo_step(sequences, clip_eps=0.2, kl_coef=0.5)
+        return result.loss, result.grad_norm, result.kl, learner.checksum("float32")
+
+    base = step_from_state(traces)
+    masked_edits = [
+        _edit(
+            s,
+            old_logprobs=[lp if m else -123.0 for lp, m in zip(s.old_logprobs, s.loss_mask, strict=True)],
+            token_ids=s.token_ids[:34] + [(t + 7) % 500 for t in s.token_ids[34:]],  # the trailing observation
+        )
+        for s in traces
+    ]
+    assert step_from_state(masked_edits) == base
+
+    # A sampler log-prob on a policy token matters where the ratio is not clipped: row 0 has A > 0, ratio < 1.
+    old = traces[0].old_logprobs
+    edited = [_edit(traces[0], old_logprobs=[*old[:12], old[12] - 3.0, *old[13:]]), *traces[1:]]
+    assert step_from_state(edited)[:2] != base[:2]
+    context_token = [_edit(traces[0], token_ids=[*traces[0].token_ids[:22], 1, *traces[0].token_ids[23:]])]
+    assert step_from_state(context_token + traces[1:])[:3] != base[:3]
+
+
+@pytest.mark.integration
+def test_state_with_reference_continues_exactly(tiny_model_dir, tmp_path):
+    a = _learner(tiny_model_dir, lr=1e-3, precision="float32")
+    a.grpo_step(_grpo(_batch(), seed=1), clip_eps=0.2, kl_coef=0.2)
+    a.grpo_step(_grpo(_batch(seed=2), seed=2), clip_eps=0.2, kl_coef=0.2)
+    a.save_state(tmp_path / "state")
+    expected = a.grpo_step(_grpo(_batch(seed=3), seed=3), clip_eps=0.2, kl_coef=0.2)
+    assert expected.kl > 0
+
+    b = _learner(tiny_model_dir, lr=1e-3, precision="float32")
+    b.save_state(tmp_path / "plain")  # a state without a reference
+    assert b.load_state(tmp_path / "state") == 2 and b.has_reference
+    got = b.grpo_step(_grpo(_batch(seed=3), seed=3), clip_eps=0.2, kl_coef=0.2)
+    assert (got.loss, got.kl, got.grad_norm) == (expected.loss, expected.kl, expected.grad_norm)
+    assert b.checksum("float32") == a.checksum("float32")
+
+    assert b.load_state(tmp_path / "plain") == 0 and not b.has_reference  # restoring drops a later reference
+    assert b.grpo_step(_grpo(_batch(), seed=4), clip_eps=0.2).kl == 0.0
+    (tmp_path / "state" / "reference.safetensors").unlink()
+    with pytest.raises(ValueError, match="records a KL reference, but .*reference.safetensors is missing"):
+        b.load_state(tmp_path / "state")
+    assert b.version == 1 and not b.has_reference  # the refused restore changed nothing

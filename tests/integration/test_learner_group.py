@@ -1,8 +1,9 @@
 """Data-parallel learner ranks on Ray and resumable training state, on the tiny model in float32.
 
-Two ranks in Ray actors must step like one in-process rank (same loss, same gradient norm); a training
-state saved after steps 1-2 and restored into a fresh learner must give a bit-identical step 3; and the
-gRPC SaveCheckpoint(training_state) / RestoreCheckpoint pair must do the same across two servers.
+Two ranks in Ray actors must step like one in-process rank (same loss, same gradient norm, same KL to each
+rank's own reference); a training state saved after steps 1-2 and restored into a fresh learner must give a
+bit-identical step 3 (with the KL reference restored on every rank); and the gRPC
+SaveCheckpoint(training_state) / RestoreCheckpoint pair must do the same across two servers.
 """
 
 from __future__ import annotations
@@ -95,21 +96,29 @@ def test_two_ranks_step_like_one(group_host, tiny_model_dir):
     assert group.world_size == 2 and group.version == 0, "this test needs the group fresh: run it first"
     single = PolicyLearner(tiny_model_dir, _config(), total_steps=10)
     steps = [
-        ("sft", _batch()),  # ranks get [100, 40, 33] and [90, 60]: 2 vs 1 micro-batches, padded to 2
-        ("sft", _batch(lengths=(64,), seed=1)),  # one sequence: rank 1 joins with a zero-weight micro-batch
-        ("grpo", _grpo_batch(seed=2)),
-        ("sft", _batch(seed=3)),  # its loss reflects the three updates before
+        ("sft", _batch(), 0.0),  # ranks get [100, 40, 33] and [90, 60]: 2 vs 1 micro-batches, padded to 2
+        ("sft", _batch(lengths=(64,), seed=1), 0.0),  # one sequence: rank 1 joins with a zero-weight micro-batch
+        ("grpo", _grpo_batch(seed=2), 0.0),
+        ("grpo", _grpo_batch(seed=7), 0.5),  # every rank takes its reference here: KL 0
+        ("grpo", _grpo_batch(seed=8)[:1], 0.5),  # rank 1 has no sequence, still holds (and keeps) a reference
+        ("grpo", _grpo_batch(seed=9), 0.5),  # KL > 0, measured on both ranks' shares
+        ("sft", _batch(seed=3), 0.0),  # its loss reflects the updates before
     ]
-    for kind, sequences in steps:
+    kls = []
+    for kind, sequences, kl_coef in steps:
         if kind == "sft":
             a, b = group.sft_step(sequences), single.sft_step(sequences)
         else:
-            a, b = group.grpo_step(sequences, clip_eps=0.2), single.grpo_step(sequences, clip_eps=0.2)
+            a = group.grpo_step(sequences, clip_eps=0.2, kl_coef=kl_coef)
+            b = single.grpo_step(sequences, clip_eps=0.2, kl_coef=kl_coef)
         assert a.loss == pytest.approx(b.loss, rel=1e-5), kind
         assert a.grad_norm == pytest.approx(b.grad_norm, rel=1e-4), kind
         assert (a.tokens, a.learning_rate) == (b.tokens, b.learning_rate)
         assert a.clip_fraction == pytest.approx(b.clip_fraction, abs=1e-6)
-    assert group.version == single.version == 4
+        assert a.kl == pytest.approx(b.kl, rel=1e-4, abs=1e-9), kind
+        kls.append(a.kl)
+    assert kls[:4] == [0.0] * 4 and kls[5] > 0 and kls[6] == 0.0  # KL 0 before/at the snapshot; SFT has none
+    assert single.has_reference and single.version == group.version == 7
 
 
 def test_group_serves_grpc_and_rank0_publishes(group_host):
@@ -130,14 +139,18 @@ def test_group_serves_grpc_and_rank0_publishes(group_host):
 
 
 def test_group_state_rewinds_every_rank_exactly(group_host, tmp_path):
+    """With a KL reference on every rank: rank 0 saves it, every rank restores it."""
     group = group_host.learner
+    group.grpo_step(_grpo_batch(seed=4), clip_eps=0.2, kl_coef=0.5)  # takes the reference unless one exists
     saved_at = group.version
     group.save_state(tmp_path / "state")
-    first = group.sft_step(_batch(seed=5))
+    assert (tmp_path / "state" / "reference.safetensors").is_file()
+    first = group.grpo_step(_grpo_batch(seed=5), clip_eps=0.2, kl_coef=0.5)
     after_first = group.checksum("float32")
+    assert first.kl > 0
     assert group.load_state(tmp_path / "state") == saved_at == group.version
-    second = group.sft_step(_batch(seed=5))
-    assert (second.loss, second.grad_norm) == (first.loss, first.grad_norm)
+    second = group.grpo_step(_grpo_batch(seed=5), clip_eps=0.2, kl_coef=0.5)
+    assert (second.loss, second.grad_norm, second.kl) == (first.loss, first.grad_norm, first.kl)
     assert group.checksum("float32") == after_first
     with pytest.raises(ValueError, match="does not exist"):
         group.load_state(tmp_path / "missing")

@@ -1,4 +1,5 @@
-"""Token log-probs, SFT and GRPO losses: alignment, masking, normalization, clipping, zero-advantage gradients."""
+"""Token log-probs, SFT and GRPO losses: alignment, masking, normalization, clipping, zero-advantage gradients,
+and the k3 KL penalty to a reference."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 import torch
 
-from learner.losses import grpo_loss, sft_loss, token_logprobs
+from learner.losses import grpo_loss, kl_k3, sft_loss, token_logprobs
 
 
 def _random_logits(b: int = 2, t: int = 6, v: int = 5, seed: int = 0) -> torch.Tensor:
@@ -123,3 +124,82 @@ def test_grpo_far_off_policy_tokens_stay_finite():
 def test_grpo_rejects_advantages_of_wrong_shape():
     with pytest.raises(ValueError, match="advantages"):
         grpo_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3), torch.ones(2, 3), clip_eps=0.2)
+
+
+# KL to the reference (k3 estimator).
+
+
+def test_k3_is_zero_for_identical_policies_and_positive_otherwise():
+    logprobs = token_logprobs(_random_logits(), torch.randint(0, 5, (2, 6), generator=torch.Generator().manual_seed(4)))
+    mask = torch.tensor([[0, 1, 1, 1, 1, 1], [0, 0, 1, 1, 0, 1]], dtype=torch.float32)
+    assert torch.count_nonzero(kl_k3(logprobs, logprobs.clone(), mask)) == 0
+    shifted = kl_k3(logprobs, logprobs + torch.linspace(-2.0, 2.0, 6), mask)  # d in [-2, 2], never 0
+    assert (shifted[mask.bool()] > 0).all()
+    assert torch.count_nonzero(shifted[~mask.bool()]) == 0
+
+
+def test_k3_matches_hand_computed_values_and_ignores_masked_garbage():
+    new = torch.tensor([[0.0, -1.0, -2.0, -3.0]])
+    ref = torch.tensor([[float("nan"), -0.5, -2.5, float("-inf")]])  # garbage where mask is 0
+    mask = torch.tensor([[0, 1, 1, 0]], dtype=torch.float32)
+    k3 = kl_k3(new, ref, mask)
+    # d = ref - new: +0.5 and -0.5; k3 = e^d - d - 1.
+    assert k3[0, 1].item() == pytest.approx(math.exp(0.5) - 1.5, rel=1e-6)  # 0.148721...
+    assert k3[0, 2].item() == pytest.approx(math.exp(-0.5) - 0.5, rel=1e-6)  # 0.106531...
+    assert k3[0, 0].item() == 0.0 and k3[0, 3].item() == 0.0
+
+
+def test_k3_is_unbiased_for_kl_under_the_policy():
+    """E_{x~pi}[k3(x)] = KL(pi || ref), checked exactly by weighting every outcome by its policy probability."""
+    pi = torch.tensor([0.5, 0.25, 0.15, 0.1], dtype=torch.float64)
+    ref = torch.tensor([0.1, 0.4, 0.3, 0.2], dtype=torch.float64)
+    k3 = kl_k3(pi.log()[None], ref.log()[None], torch.ones(1, 4))[0]  # one "token" per outcome
+    expected = float((pi * (pi / ref).log()).sum())
+    assert float((pi * k3).sum()) == pytest.approx(expected, rel=1e-12)
+
+
+def test_grpo_kl_term_adds_coef_times_token_mean_k3():
+    new = torch.tensor([[0.0, -1.0, -2.0, -0.5], [0.0, -0.1, -0.2, -0.3]])
+    ref = new + torch.tensor([[0.0, 0.3, -0.2, 0.1], [0.0, 0.4, 9.0, 9.0]])  # row 1: last two tokens are masked out
+    mask = torch.tensor([[0, 1, 1, 1], [0, 1, 0, 0]], dtype=torch.float32)
+    adv = torch.tensor([2.0, -1.0])
+    plain, plain_stats = grpo_loss(new, new.clone(), adv, mask, clip_eps=0.2)
+    k3 = [math.exp(d) - d - 1 for d in (0.3, -0.2, 0.1, 0.4)]
+    loss, stats = grpo_loss(new, new.clone(), adv, mask, clip_eps=0.2, ref_logprobs=ref, kl_coef=0.5)
+    assert loss.item() == pytest.approx(plain.item() + 0.5 * sum(k3) / 4, rel=1e-6)
+    assert stats.kl == pytest.approx(sum(k3) / 4, rel=1e-6)
+    assert plain_stats.kl == 0.0  # no reference, nothing measured
+    measured, measured_stats = grpo_loss(new, new.clone(), adv, mask, clip_eps=0.2, ref_logprobs=ref)
+    assert measured.item() == plain.item() and measured_stats.kl == stats.kl  # kl_coef 0: measured, not trained on
+    halves = sum(
+        grpo_loss(new[r : r + 1], new[r : r + 1], adv[r : r + 1], mask[r : r + 1], 0.2, 4, ref[r : r + 1], 0.5)[0]
+        for r in range(2)
+    )
+    assert halves.item() == pytest.approx(loss.item(), rel=1e-6)  # the shared normalizer splits it exactly
+
+
+def test_grpo_kl_gradient_is_zero_at_the_reference_and_pulls_toward_it():
+    mask = torch.tensor([[0, 1, 1, 0]], dtype=torch.float32)
+    ref = torch.tensor([[0.0, -1.0, -2.0, -3.0]])
+    new = ref.clone().requires_grad_()
+    loss, stats = grpo_loss(new, ref, torch.zeros(1), mask, clip_eps=0.2, ref_logprobs=ref, kl_coef=1.0)
+    loss.backward()
+    assert loss.item() == 0.0 and stats.kl == 0.0 and torch.count_nonzero(new.grad) == 0
+
+    new = torch.tensor([[0.0, -0.5, -2.5, -3.0]], requires_grad=True)  # token 1 above the reference, token 2 below
+    loss, _ = grpo_loss(new, new.detach(), torch.zeros(1), mask, clip_eps=0.2, ref_logprobs=ref, kl_coef=1.0)
+    loss.backward()
+    # d(k3)/d(new) = 1 - exp(ref - new), divided by the 2 masked tokens.
+    assert new.grad[0, 1].item() == pytest.approx((1 - math.exp(-0.5)) / 2, rel=1e-6)  # > 0: descent lowers it
+    assert new.grad[0, 2].item() == pytest.approx((1 - math.exp(0.5)) / 2, rel=1e-6)  # < 0: descent raises it
+    assert new.grad[0, 0].item() == 0.0 and new.grad[0, 3].item() == 0.0
+
+
+def test_grpo_kl_arguments_are_checked():
+    args = (torch.zeros(1, 3), torch.zeros(1, 3), torch.zeros(1), torch.tensor([[0.0, 1.0, 1.0]]))
+    with pytest.raises(ValueError, match="needs ref_logprobs"):
+        grpo_loss(*args, clip_eps=0.2, kl_coef=0.1)
+    with pytest.raises(ValueError, match="kl_coef must be finite and >= 0"):
+        grpo_loss(*args, clip_eps=0.2, ref_logprobs=torch.zeros(1, 3), kl_coef=-0.1)
+    with pytest.raises(ValueError, match="ref_logprobs"):
+        grpo_loss(*args, clip_eps=0.2, ref_logprobs=torch.zeros(1, 2), kl_coef=0.1)
