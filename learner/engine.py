@@ -129,6 +129,23 @@ def _init_distributed() -> str:
     return device
 
 
+def _return_freed_memory(device: str) -> None:
+    """Hand memory freed by the step back to the OS (glibc keeps it otherwise).
+
+    Every step allocates [tokens × vocab] logits of a different shape; on CPU, glibc's allocator keeps the
+    freed blocks, and a learner on 2k-token traces grew to 10.8 GB resident until the node's memory
+    monitor killed it. `malloc_trim` returns them; it is a no-op on CUDA memory and where glibc is absent.
+    """
+    if device != "cpu":
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def warmup_cosine_lr(step: int, peak: float, warmup_steps: int, total_steps: int) -> float:
     """Rate of optimizer step `step` (0-based): linear warm-up to `peak`, then cosine down to MIN_LR_RATIO·peak."""
     if step < warmup_steps:
@@ -439,6 +456,7 @@ class PolicyLearner:
             self._failure = f"step {step_number}: gradient norm is {grad_norm}; the update was skipped"
             raise LearnerError(self._failure)
         self._version += 1
+        _return_freed_memory(self._device)
         return StepResult(
             loss=total_loss,
             grad_norm=grad_norm,
