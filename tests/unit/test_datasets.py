@@ -211,6 +211,9 @@ def test_parse_spec():
     assert parse_spec("2wiki:C:/data/dev.json") == DatasetSpec("2wiki", "C:/data/dev.json")
     assert parse_spec("synthetic") == DatasetSpec("synthetic", "")
     assert parse_spec("hf:hotpotqa/hotpot_qa") == DatasetSpec("hf", "hotpotqa/hotpot_qa")
+    assert parse_spec("hf:RUC-NLPIR/FlashRAG_datasets:bamboogle@test") == DatasetSpec(
+        "hf", "RUC-NLPIR/FlashRAG_datasets:bamboogle@test"
+    )
 
 
 @pytest.mark.parametrize(
@@ -220,17 +223,13 @@ def test_parse_spec():
         ("hotpotqa", "missing a file path"),
         ("musique:  ", "missing a file path"),
         ("hf:", "missing a hub dataset id"),
+        ("hf:a/b/c", r"malformed: write hf:ID\[:CONFIG\]\[@SPLIT\]"),
         ("synthetic:x", "takes no path"),
     ],
 )
 def test_parse_spec_errors(spec, message):
     with pytest.raises(ValueError, match=message):
         parse_spec(spec)
-
-
-def test_hub_spec_explains_what_is_missing():
-    with pytest.raises(DatasetError, match="needs the `datasets` package and network"):
-        load_tasks("hf:hotpotqa/hotpot_qa")
 
 
 def test_bad_on_error_value():
