@@ -44,7 +44,7 @@ def _add_data_args(parser: argparse.ArgumentParser, side: str) -> None:
         action="append",
         metavar="SPEC",
         help=f"Dataset spec (repeatable), replacing data.{side}: synthetic, hotpotqa:PATH, musique:PATH, 2wiki:PATH, "
-        "bamboogle:PATH (JSONL or CSV), hf:ID.",
+        "bamboogle:PATH (JSONL or CSV), hf:ID[:CONFIG][@SPLIT].",
     )
     parser.add_argument("--limit", type=int, help="At most N questions per dataset (data.limit).")
     parser.add_argument(

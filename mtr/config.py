@@ -136,7 +136,7 @@ class DataConfig(_Strict):
     train: list[str] = Field(
         default_factory=lambda: ["synthetic"],
         description="Dataset specs the AutoAgent writes traces for (and GRPO samples from): 'synthetic' (the "
-        "embedded world), 'hotpotqa:PATH', 'musique:PATH', '2wiki:PATH', 'bamboogle:PATH', 'hf:ID'.",
+        "embedded world), 'hotpotqa:PATH', 'musique:PATH', '2wiki:PATH', 'bamboogle:PATH', 'hf:ID[:CONFIG][@SPLIT]'.",
     )
     eval: list[str] = Field(default_factory=lambda: ["synthetic"], description="Dataset specs evaluated.")
     on_error: Literal["skip", "fail"] = Field(
