@@ -46,6 +46,11 @@ class VLLMTurnGenerator:
         )
         if _has_cuda():
             kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
+        else:
+            # vLLM-CPU fails a seeded request whose prefill is split across scheduler steps ("CPU Generator does
+            # not use offset"), which chunked prefill does to a batch of long multi-turn prompts: prefill whole.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(config.max_model_len, 4096)
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.sampling = SamplingSettings(config.temperature, config.top_p)
