@@ -79,7 +79,7 @@ def test_skeleton_end_to_end(pipeline, tiny_model_dir, tmp_path):
     assert len(losses) == 8 and all(math.isfinite(x) for x in losses)
     assert losses[-1] < losses[0], f"SFT loss did not go down: {losses}"
     assert pipeline.outcome.checksums_match is True
-    status = pipeline.rollout.status()
+    status = pipeline.rollout.status()[0]  # the pool of one worker
     assert status.policy_version == pipeline.learner.status().version == 8
 
     _weights_took_effect(pipeline, tiny_model_dir, tmp_path)
@@ -144,5 +144,5 @@ def _grpo_step_on_real_rollouts(pipeline, train):
     update = pipeline.learner.train_step(lpb.OBJECTIVE_GRPO, sequences, publish_weights=True, learning_rate=1e-3)
     assert math.isfinite(update.loss) and math.isfinite(update.grad_norm)
     assert update.version == before + 1
-    loaded = pipeline.rollout.load_weights(update.version, compute_checksum=True)
+    [loaded] = pipeline.rollout.load_weights(update.version, compute_checksum=True)  # one worker
     assert loaded.checksum == pipeline.learner.status(compute_checksum=True).checksum

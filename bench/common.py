@@ -1,0 +1,129 @@
+"""Shared parts of the Stage-2 benchmarks: where the CPU went during a measured window, and writing results.
+
+Every benchmark shares this machine's cores with whatever else runs, so each measured window records the
+cores used by the benchmark's own process tree (the driver, Ray and its actors, the simulator farm, vLLM's
+engine processes), the cores used by every other process, the heaviest of those by name, and the load
+average. A reader can then tell a slow stack from a busy machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+@dataclass(frozen=True)
+class OtherProcess:
+    name: str
+    cores: float
+
+
+@dataclass
+class CpuWindow:
+    """What the cores did during one measured window (filled in when the window closes)."""
+
+    seconds: float = 0.0
+    own_cores: float = 0.0
+    other_cores: float = 0.0
+    load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    busiest_others: list[OtherProcess] = field(default_factory=list)
+
+
+def _cpu_snapshot() -> tuple[dict[int, tuple[str, float]], set[int]]:
+    """CPU seconds (user + system) of every live process by pid, and the pids of this process tree."""
+    import psutil
+
+    times: dict[int, tuple[str, float]] = {}
+    for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        cpu = process.info["cpu_times"]
+        if cpu is not None:
+            times[process.pid] = (_short_command(process.info), cpu.user + cpu.system)
+    me = psutil.Process()
+    own = {me.pid, *(child.pid for child in me.children(recursive=True))}
+    return times, own
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds all cores spent not idle since boot (the first line of /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _short_command(info: dict) -> str:
+    """`python -m pytest`, `ray::ServiceHost`: enough to tell what ran, without directories."""
+    words = [Path(word).name for word in (info.get("cmdline") or [])[:3]]
+    if not words or words[0].startswith("ray::"):
+        return info.get("name") or "?"
+    return " ".join(words)
+
+
+@contextmanager
+def cpu_window() -> Iterator[CpuWindow]:
+    """Measure the cores used by this process tree and by everything else while the block runs.
+
+    A process counts as ours if it belongs to this process tree at the start or at the end of the window.
+    Everything else is the machine's busy time (/proc/stat) minus ours, so processes that ended inside the
+    window count there, ours included (e.g. a stopped engine's last moments). Reaped-children CPU times are
+    left out on purpose: when init reaps an orphan it inherits the orphan's whole lifetime of CPU.
+    """
+    window = CpuWindow()
+    before, own_before = _cpu_snapshot()
+    busy_before, start = _machine_busy_s(), time.perf_counter()
+    try:
+        yield window
+    finally:
+        window.seconds = time.perf_counter() - start
+        busy = _machine_busy_s() - busy_before
+        after, own_after = _cpu_snapshot()
+        own = own_before | own_after
+        deltas = {pid: (name, cpu - before.get(pid, (name, 0.0))[1]) for pid, (name, cpu) in after.items()}
+        seconds = max(window.seconds, 1e-9)
+        window.own_cores = round(sum(d for pid, (_, d) in deltas.items() if pid in own) / seconds, 2)
+        others = [(name, d) for pid, (name, d) in deltas.items() if pid not in own]
+        window.other_cores = round(max(busy / seconds - window.own_cores, 0.0), 2)
+        window.busiest_others = [
+            OtherProcess(name, round(d / seconds, 2)) for name, d in sorted(others, key=lambda o: -o[1])[:3] if d > 0
+        ]
+        window.load_average = tuple(round(x, 2) for x in os.getloadavg())
+
+
+def machine() -> dict:
+    """The machine as a results file records it."""
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def ratio(value: float, base: float) -> float:
+    """value / base, or NaN when the base is not positive (kept as a number so the JSON stays typed)."""
+    return value / base if base > 0 else float("nan")
+
+
+def describe_load(own_cores: float, other_cores: float, load_average: float, busiest: list[OtherProcess]) -> str:
+    """One sentence on how busy the machine was, for the caption under a results table."""
+    others = ", ".join(f"{p.name} {p.cores:.2f}" for p in busiest) or "none"
+    return (
+        f"this benchmark's processes used {own_cores:.2f} cores and other processes {other_cores:.2f} "
+        f"(busiest: {others}), load average {load_average:.2f}"
+    )
+
+
+def write_results(name: str, document: dict, markdown: str, out_dir: Path) -> Path:
+    """Write `<name>.json` and `<name>.md` into `out_dir`; returns the JSON path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    (out_dir / f"{name}.md").write_text(markdown)
+    return path

@@ -1,0 +1,289 @@
+"""Seconds to get new weights into the rollout engine: in-place sync against an engine restart.
+
+Run: `python -m bench.weightsync_bench`.
+
+- Sync, production's path: the learner (LearnerService + DeepSpeed in a Ray actor) takes a small SFT step and
+  publishes its weights to the Ray object store (`PolicyLearner.publish`: bf16 bytes + `ray.put`); the driver
+  then asks the rollout worker (RolloutService + vLLM in a Ray actor) to `LoadWeights` that version, which
+  fetches it from the object store and loads it in place through the worker extension
+  (`collective_rpc("mtr_load_packed")` → `reload_weights`). Timed: the learner's publish seconds plus the
+  LoadWeights round trip. The training step itself is not timed. Repeated; the median is reported.
+- Restart, the alternative: the learner saves a Hugging Face checkpoint (reported, not timed), then the
+  rollout worker is stopped and a new one started on that checkpoint, until its first generation returns.
+
+Both end states are checked: after the syncs the engine's weights checksum equals the learner's, and the
+restarted engine's log-probs on a fixed prompt equal the synced engine's. Results go to
+bench/results/weightsync.json and weightsync.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.common import (
+    RESULTS_DIR,
+    OtherProcess,
+    cpu_window,
+    describe_load,
+    machine,
+    median,
+    ratio,
+    write_results,
+)
+
+TARGET_RATIO = 60.0
+TARGET_SYNC_S = 0.5
+# A fixed prompt for comparing the synced engine's log-probs with the restarted one's.
+PROBE_IDS = [1, 1234, 567, 89, 4321, 2, 77, 310, 45, 9]
+
+
+@dataclass(frozen=True)
+class SyncRun:
+    version: int
+    publish_s: float
+    load_rpc_s: float
+    engine_load_s: float
+    sync_s: float
+    bytes: int
+
+
+@dataclass(frozen=True)
+class RestartRun:
+    stop_s: float
+    start_s: float
+    first_generate_s: float
+    restart_s: float
+
+
+@dataclass(frozen=True)
+class Load:
+    """How busy the machine was during a set of runs (see bench.common.cpu_window)."""
+
+    own_cores: float
+    other_cores: float
+    load_average: float
+    busiest_others: list[OtherProcess]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.quick:
+        args.syncs, args.restarts = 2, 1
+    from mtr.modelprep import resolve_model_path
+
+    model_path = str(resolve_model_path(args.model))
+    with tempfile.TemporaryDirectory(prefix="weightsync-bench-") as scratch:
+        document = _measure(args, model_path, Path(scratch))
+    document = {"machine": machine(), "settings": _settings(args), **document}
+    markdown = markdown_table(document) + "\n" + _caption(document)
+    write_results(args.name, document, markdown, args.out_dir)
+    print(markdown)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.weightsync_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default", help="HF checkpoint dir, or 'default' (SmolLM2-135M-Instruct).")
+    parser.add_argument("--syncs", type=int, default=5, help="Timed weight syncs (one learner step each).")
+    parser.add_argument("--restarts", type=int, default=2, help="Timed engine restarts.")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="Weights on the wire.")
+    parser.add_argument("--quick", action="store_true", help="Smoke run: 2 syncs, 1 restart.")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--name", default="weightsync", help="Results file stem (<name>.json, <name>.md).")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    return {"model": args.model, "syncs": args.syncs, "restarts": args.restarts, "dtype": args.dtype}
+
+
+def _run_config(args: argparse.Namespace, model_path: str, scratch: Path):
+    from mtr.config import load_config
+
+    return load_config(
+        overrides=[
+            f"runs_dir={scratch}",
+            f"model.path={model_path}",
+            f"model.dtype={args.dtype}",
+            f"learner.precision={args.dtype}",
+            "learner.warmup_steps=0",
+        ]
+    )
+
+
+def _measure(args: argparse.Namespace, model_path: str, scratch: Path) -> dict:
+    """Start the learner and a rollout worker, time the syncs, then the restarts; everything stops on exit."""
+    from controller.services import Services
+
+    with Services(_run_config(args, model_path, scratch), scratch / "logs") as services:
+        services.start()
+        task = _one_task(services)
+        start = time.perf_counter()
+        learner_actor, learner = services.learner(model_path, total_steps=args.syncs + 1)
+        learner_start_s = time.perf_counter() - start
+        start = time.perf_counter()
+        actor, rollout = services.rollout(model_path)
+        engine_start_s = time.perf_counter() - start
+        with cpu_window() as sync_window:
+            syncs = [_sync(learner, rollout, _train_sequence()) for _ in range(args.syncs)]
+        print("syncs:", *(f"{s.sync_s:.3f}s" for s in syncs), flush=True)
+        checksums_match = rollout.status(compute_checksum=True).checksum == learner.status(True).checksum
+        synced_logprobs = _probe_logprobs(actor)
+        start = time.perf_counter()
+        checkpoint = learner.save_checkpoint(str(scratch / "checkpoint"))
+        checkpoint_s = time.perf_counter() - start
+        learner.close()
+        services.stop_role(learner_actor)  # idle from here on: free its memory and cores for the restarts
+        restarts = []
+        with cpu_window() as restart_window:
+            for _ in range(args.restarts):
+                run, actor, rollout = _restart(services, actor, rollout, checkpoint, task)
+                restarts.append(run)
+                print(f"restart: {run.restart_s:.1f}s", flush=True)
+        logprob_diff = max(abs(a - b) for a, b in zip(_probe_logprobs(actor), synced_logprobs, strict=True))
+        rollout.close()
+    sync_median = median([s.sync_s for s in syncs])
+    restart_median = median([r.restart_s for r in restarts])
+    return {
+        "learner_start_s": round(learner_start_s, 1),
+        "engine_start_s": round(engine_start_s, 1),
+        "checkpoint_save_s": round(checkpoint_s, 2),
+        "syncs": [asdict(s) for s in syncs],
+        "sync_median_s": round(sync_median, 3),
+        "sync_bytes": syncs[-1].bytes if syncs else 0,
+        "restarts": [asdict(r) for r in restarts],
+        "restart_median_s": round(restart_median, 2),
+        "ratio_restart_over_sync": round(ratio(restart_median, sync_median), 1),
+        "target_ratio": TARGET_RATIO,
+        "target_sync_s": TARGET_SYNC_S,
+        "checksums_match": checksums_match,
+        "restart_logprob_max_diff": round(logprob_diff, 4),
+        "sync_load": asdict(_load(sync_window)),
+        "restart_load": asdict(_load(restart_window)),
+    }
+
+
+def _one_task(services):
+    from controller.taskdata import load_side, with_tools
+
+    return with_tools(load_side(services.config, "train", ["synthetic"])[0].tasks[:1], services.simulator)[0]
+
+
+def _train_sequence():
+    """A small fixed SFT sequence: the step only has to change the weights, its cost is not timed."""
+    from mtr.v1 import learner_service_pb2 as lpb
+
+    ids = [1 + (i * 37) % 1000 for i in range(48)]
+    return lpb.TrainSequence(token_ids=ids, loss_mask=[0] * 24 + [1] * 24)
+
+
+def _sync(learner, rollout, sequence) -> SyncRun:
+    from mtr.v1 import learner_service_pb2 as lpb
+
+    step = learner.train_step(lpb.OBJECTIVE_SFT, [sequence], publish_weights=True)
+    start = time.perf_counter()
+    loaded = rollout.load_weights(step.version)
+    load_rpc_s = time.perf_counter() - start
+    if loaded.bytes != step.publish_bytes:
+        raise RuntimeError(
+            f"rollout loaded {loaded.bytes} bytes of version {step.version}, learner published {step.publish_bytes}"
+        )
+    return SyncRun(
+        version=step.version,
+        publish_s=round(step.publish_seconds, 4),
+        load_rpc_s=round(load_rpc_s, 4),
+        engine_load_s=round(loaded.seconds, 4),
+        sync_s=round(step.publish_seconds + load_rpc_s, 4),
+        bytes=loaded.bytes,
+    )
+
+
+def _restart(services, actor, rollout, checkpoint: str, task) -> tuple[RestartRun, object, object]:
+    """Stop the rollout worker, start a new one on `checkpoint`, and generate once; returns the new worker too."""
+    from mtr.v1 import rollout_service_pb2 as rpb
+
+    start = time.perf_counter()
+    rollout.close()
+    services.stop_role(actor)
+    stopped = time.perf_counter()
+    actor, rollout = services.rollout(checkpoint)
+    started = time.perf_counter()
+    sampling = rpb.SamplingConfig(temperature=1.0, top_p=1.0, max_tokens_per_turn=8, max_turns=1, seed=0)
+    rollout.generate_groups([task], 1, sampling)
+    done = time.perf_counter()
+    run = RestartRun(
+        stop_s=round(stopped - start, 2),
+        start_s=round(started - stopped, 2),
+        first_generate_s=round(done - started, 3),
+        restart_s=round(done - start, 2),
+    )
+    return run, actor, rollout
+
+
+def _probe_logprobs(actor) -> list[float]:
+    import ray
+
+    return ray.get(actor.call.remote("prompt_logprobs", PROBE_IDS))
+
+
+def _load(window) -> Load:
+    return Load(window.own_cores, window.other_cores, window.load_average[0], list(window.busiest_others))
+
+
+def markdown_table(document: dict) -> str:
+    """The two ways to new weights, their median seconds and what makes them up, and restart/sync."""
+    syncs, restarts = document["syncs"], document["restarts"]
+    sync_s, restart_s = document["sync_median_s"], document["restart_median_s"]
+    publish = median([s["publish_s"] for s in syncs])
+    fetch_load = median([s["load_rpc_s"] for s in syncs])
+    engine = median([s["engine_load_s"] for s in syncs])
+    parts = {key: median([r[key] for r in restarts]) for key in ("stop_s", "start_s", "first_generate_s")}
+    sync_parts = (
+        f"publish {publish:.3f} s + LoadWeights {fetch_load:.3f} s (of which engine load {engine:.3f} s); "
+        f"{document['sync_bytes'] / 1e6:.0f} MB"
+    )
+    restart_parts = (
+        f"stop {parts['stop_s']:.1f} s + start {parts['start_s']:.1f} s + first generate "
+        f"{parts['first_generate_s']:.2f} s"
+    )
+    lines = [
+        "| new weights by | median s | runs | made of (medians) | vs sync |",
+        "|---|---:|---:|---|---:|",
+        f"| in-place sync (object store) | {sync_s:.3f} | {len(syncs)} | {sync_parts} | 1.0x |",
+        f"| engine restart from checkpoint | {restart_s:.1f} | {len(restarts)} | {restart_parts} "
+        f"| {ratio(restart_s, sync_s):.0f}x |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _caption(document: dict) -> str:
+    """Under the table: the targets, the checks, and how busy the machine was."""
+    sync_ok = "met" if document["sync_median_s"] <= TARGET_SYNC_S else "not met"
+    ratio_ok = "met" if document["ratio_restart_over_sync"] >= TARGET_RATIO else "not met"
+    sync_load, restart_load = document["sync_load"], document["restart_load"]
+    return (
+        f"Model {document['settings']['model']} ({document['settings']['dtype']} on the wire). Sync: the learner "
+        f"(LearnerService, DeepSpeed, Ray actor) publishes after an SFT step (the step is not timed) and the rollout "
+        f"worker (RolloutService, vLLM, Ray actor) fetches and loads that version in place; restart: stop the worker, "
+        f"start one on the learner's saved checkpoint (saving took {document['checkpoint_save_s']:.1f} s, not "
+        f"counted), first generation of 8 tokens. Targets: sync <= {TARGET_SYNC_S} s {sync_ok}, restart/sync >= "
+        f"{TARGET_RATIO:.0f}x {ratio_ok} ({document['ratio_restart_over_sync']:.0f}x). Checks: engine checksum equals "
+        f"the learner's after the syncs: {document['checksums_match']}; restarted engine's log-probs within "
+        f"{document['restart_logprob_max_diff']:.4f} of the synced engine's. Untimed: learner start "
+        f"{document['learner_start_s']:.0f} s, first engine start {document['engine_start_s']:.0f} s. "
+        f"{document['machine']['cpus']} CPU cores; during the syncs {_describe(sync_load)}; during the restarts "
+        f"{_describe(restart_load)}. `python -m bench.weightsync_bench`\n"
+    )
+
+
+def _describe(load: dict) -> str:
+    busiest = [OtherProcess(**p) for p in load["busiest_others"]]
+    return describe_load(load["own_cores"], load["other_cores"], load["load_average"], busiest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
