@@ -9,7 +9,8 @@ import types
 
 import pytest
 
-from mtr.datasets import DatasetError, HubSpec, RowError, load_hub, load_tasks, parse_hub_spec, parse_spec
+from mtr.datasets import DatasetError, RowError, load_tasks, parse_spec
+from mtr.hubdatasets import HubSpec, load_hub, parse_hub_spec
 
 
 def _loader(splits: dict, calls: list | None = None):

@@ -18,6 +18,7 @@ LIGHT_MODULES = [
     "mtr.weights",
     "mtr.modelprep",
     "mtr.datasets",
+    "mtr.hubdatasets",
     "controller.reward",
     "controller.advantages",
     "controller.autoagent",
