@@ -6,7 +6,7 @@ Run: `python -m bench.weightsync_bench`.
   publishes its weights to the Ray object store (`PolicyLearner.publish`: bf16 bytes + `ray.put`); the driver
   then asks the rollout worker (RolloutService + vLLM in a Ray actor) to `LoadWeights` that version, which
   fetches it from the object store and loads it in place through the worker extension
-  (`collective_rpc("mtr_load_packed")` → `reload_weights`). Timed: the learner's publish seconds plus the
+  (a weight file in shared memory, `collective_rpc("mtr_load_file")` → `reload_weights`). Timed: the learner's publish seconds plus the
   LoadWeights round trip. The training step itself is not timed. Repeated; the median is reported.
 - Restart, the alternative: the learner saves a Hugging Face checkpoint (reported, not timed), then the
   rollout worker is stopped and a new one started on that checkpoint, until its first generation returns.

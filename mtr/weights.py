@@ -8,6 +8,8 @@ torch is imported lazily so that `mtr` stays light.
 from __future__ import annotations
 
 import hashlib
+import mmap
+import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -77,6 +79,54 @@ def unpack(packed: Sequence[PackedTensor]) -> Iterator[tuple[str, torch.Tensor]]
             warnings.filterwarnings("ignore", message="The given buffer is not writable")
             raw = torch.frombuffer(item.data, dtype=torch.uint8)
         yield item.name, raw.view(dtype).reshape(item.shape)
+
+
+WeightFileIndex = list[tuple[str, str, tuple[int, ...], int, int]]
+"""(name, dtype, shape, byte offset, byte count) of each tensor in a weight file, as plain tuples: the index
+crosses vLLM's `collective_rpc`, which carries plain Python values cheaply."""
+
+
+def write_weight_file(packed: Sequence[PackedTensor], path: str | os.PathLike) -> WeightFileIndex:
+    """Write the tensors back to back into one file (page-aligned) and return the index to read them back.
+
+    Handing a rollout engine's worker a path instead of the bytes saves two pickled copies of every weight
+    (engine client -> engine core -> worker): on a CPU machine those copies were most of a weight sync.
+    """
+    index: WeightFileIndex = []
+    offset = 0
+    with open(path, "wb") as handle:
+        for item in packed:
+            padding = -offset % mmap.ALLOCATIONGRANULARITY if item.data else 0
+            handle.write(b"\0" * padding)
+            offset += padding
+            handle.write(item.data)
+            index.append((item.name, item.dtype, tuple(item.shape), offset, len(item.data)))
+            offset += len(item.data)
+    return index
+
+
+def read_weight_file(path: str | os.PathLike, index: WeightFileIndex) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield (name, tensor) read-only views over the file's pages (no copy); same checks as `unpack`."""
+    import torch
+
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+    for name, dtype_name, shape, offset, nbytes in index:
+        dtype = _torch_dtype(dtype_name)
+        expected = dtype.itemsize * _numel(tuple(shape))
+        if nbytes != expected or offset + nbytes > size:
+            raise ValueError(
+                f"weight file {path}: tensor {name!r} has {nbytes} bytes at offset {offset} (file {size} bytes), "
+                f"but {dtype_name}{list(shape)} needs {expected}"
+            )
+        if expected == 0:
+            yield name, torch.empty(tuple(shape), dtype=dtype)
+            continue
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given buffer is not writable")
+            raw = torch.frombuffer(mapped, dtype=torch.uint8, count=nbytes, offset=offset)
+        yield name, raw.view(dtype).reshape(tuple(shape))
 
 
 def _numel(shape: tuple[int, ...]) -> int:

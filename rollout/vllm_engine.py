@@ -7,12 +7,16 @@ created inside a worker process (a Ray actor here), never at import time of a ma
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from mtr.config import RolloutConfig
-from mtr.weights import PackedTensor
+from mtr.weights import PackedTensor, write_weight_file
 from rollout.agent_loop import TurnOutput, TurnRequest
 
 EXTENSION = "rollout.worker_extension.MTRWeightSyncExtension"
@@ -22,6 +26,11 @@ EXTENSION = "rollout.worker_extension.MTRWeightSyncExtension"
 class SamplingSettings:
     temperature: float
     top_p: float
+
+
+def _shared_memory_dir() -> str | None:
+    """RAM-backed /dev/shm when it exists (Linux), else the default temporary directory."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 def _has_cuda() -> bool:
@@ -55,6 +64,10 @@ class VLLMTurnGenerator:
         self.tokenizer = self.llm.get_tokenizer()
         self.sampling = SamplingSettings(config.temperature, config.top_p)
         self.model_path = model_path
+        self._weights_dir = Path(tempfile.mkdtemp(prefix="mtr-weights-", dir=_shared_memory_dir()))
+        self._weight_file: Path | None = None
+        self._weight_loads = 0
+        weakref.finalize(self, shutil.rmtree, self._weights_dir, ignore_errors=True)
 
     def generate_turns(self, requests: Sequence[TurnRequest]) -> list[TurnOutput]:
         from vllm import SamplingParams
@@ -88,11 +101,21 @@ class VLLMTurnGenerator:
         self.sampling = SamplingSettings(temperature, top_p)
 
     def load_packed(self, packed: Sequence[PackedTensor]) -> tuple[int, float]:
-        """In-place reload through the worker extension; returns (bytes, seconds)."""
+        """In-place reload through the worker extension; returns (bytes, seconds).
+
+        The weights go to the engine's workers as a file in shared memory (same node), not as RPC arguments.
+        The previous version's file is removed only after the new one is loaded: the workers read the last
+        loaded file again when asked for a checksum.
+        """
         start = time.perf_counter()
-        as_tuples = [(p.name, p.dtype, tuple(p.shape), p.data) for p in packed]
-        received = self.llm.collective_rpc("mtr_load_packed", args=(as_tuples,))
+        previous = self._weight_file
+        self._weight_file = self._weights_dir / f"weights-{self._weight_loads}.bin"
+        self._weight_loads += 1
+        index = write_weight_file(packed, self._weight_file)
+        received = self.llm.collective_rpc("mtr_load_file", args=(str(self._weight_file), index))
         self.llm.reset_prefix_cache()
+        if previous is not None:
+            previous.unlink(missing_ok=True)
         return int(received[0]), time.perf_counter() - start
 
     def loaded_checksum(self) -> str:

@@ -86,3 +86,29 @@ def test_checksum_sees_names_and_shapes():
 def test_checksum_rejects_duplicate_names():
     with pytest.raises(ValueError, match="appears twice"):
         weights_checksum(_weights() + _weights()[:1])
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_weight_file_round_trip_and_checksum(tmp_path, dtype):
+    """What a rollout worker maps from the weight file equals what was packed, with the same checksum."""
+    from mtr.weights import read_weight_file, write_weight_file
+
+    weights = _weights()
+    packed = pack_state_dict(weights, dtype=dtype)
+    index = write_weight_file(packed, tmp_path / "w.bin")
+    assert [entry[0] for entry in index] == [name for name, _ in weights]
+    restored = dict(read_weight_file(tmp_path / "w.bin", index))
+    for name, tensor in weights:
+        assert torch.equal(restored[name], tensor.to(getattr(torch, dtype))), name
+    assert weights_checksum(read_weight_file(tmp_path / "w.bin", index), dtype) == weights_checksum(weights, dtype)
+
+
+def test_weight_file_index_that_does_not_fit_the_file_is_refused(tmp_path):
+    from mtr.weights import read_weight_file, write_weight_file
+
+    index = write_weight_file(pack_state_dict(_weights(), dtype="float32"), tmp_path / "w.bin")
+    name, dtype, shape, offset, nbytes = index[0]
+    with pytest.raises(ValueError, match="model.embed_tokens.weight"):
+        list(read_weight_file(tmp_path / "w.bin", [(name, dtype, (8, 4), offset, nbytes)]))
+    with pytest.raises(ValueError, match="offset"):
+        list(read_weight_file(tmp_path / "w.bin", [(name, dtype, shape, 10**9, nbytes)]))
