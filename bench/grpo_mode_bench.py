@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default", help="Checkpoint (default: the bundled SmolLM2-135M).")
     parser.add_argument("--steps", type=int, default=4, help="GRPO steps per mode.")
+    parser.add_argument("--questions", type=int, default=4, help="Questions (groups of 8) per GRPO step.")
     parser.add_argument("--quick", action="store_true", help="Smoke run: 2 steps, small groups and turns.")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="Results directory.")
     args = parser.parse_args(argv)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = 2 if args.quick else args.steps
     overrides = [
         f"grpo.steps={steps}",
-        "grpo.questions_per_step=2" if args.quick else "grpo.questions_per_step=4",
+        "grpo.questions_per_step=2" if args.quick else f"grpo.questions_per_step={args.questions}",
         "rollout.group_size=2" if args.quick else "rollout.group_size=8",
         "rollout.max_turns=2" if args.quick else "rollout.max_turns=4",
         "rollout.max_tokens_per_turn=16" if args.quick else "rollout.max_tokens_per_turn=96",
