@@ -7,7 +7,7 @@ STAMP := $(VENV)/.mtr-installed
 ACCEL ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
 PYTHON ?= python3
 
-.PHONY: install run quick test test-unit lint format proto bench clean
+.PHONY: install prometheus run quick test test-unit lint format proto bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,13 +21,26 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The Prometheus test needs Debian's prometheus package (server + promtool). Installed only when promtool is
+# missing, without recommends (no node exporter); a service the package starts is stopped and disabled, so
+# nothing keeps port 9090 (the test runs its own server on a free port).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+prometheus:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends prometheus && \
+	  { ! command -v systemctl >/dev/null 2>&1 || ! systemctl is-active --quiet prometheus || \
+	    $(SUDO) systemctl disable --now prometheus; } ; \
+	} || { echo "make: could not install Debian's prometheus package (needed by tests/integration/test_prometheus.py)" >&2; exit 1; }
+	@command -v promtool >/dev/null 2>&1 || { echo "make: promtool is still missing after installing prometheus" >&2; exit 1; }
+
 run: install
 	$(VENV)/bin/mtr run
 
 quick: install
 	$(VENV)/bin/mtr run --quick
 
-test: install
+test: install prometheus
 	$(PY) -m pytest
 
 test-unit: install

@@ -5,9 +5,9 @@ Run: `python -m bench.weightsync_bench`.
 - Sync, production's path: the learner (LearnerService + DeepSpeed in a Ray actor) takes a small SFT step and
   publishes its weights to the Ray object store (`PolicyLearner.publish`: bf16 bytes + `ray.put`); the driver
   then asks the rollout worker (RolloutService + vLLM in a Ray actor) to `LoadWeights` that version, which
-  fetches it from the object store and loads it in place through the worker extension
-  (a weight file in shared memory, `collective_rpc("mtr_load_file")` → `reload_weights`). Timed: the learner's publish seconds plus the
-  LoadWeights round trip. The training step itself is not timed. Repeated; the median is reported.
+  fetches it from the object store and loads it in place through the worker extension (a weight file in
+  shared memory, `collective_rpc("mtr_load_file")` → `reload_weights`). Timed: the learner's publish seconds
+  plus the LoadWeights round trip. The training step itself is not timed. Repeated; the median is reported.
 - Restart, the alternative: the learner saves a Hugging Face checkpoint (reported, not timed), then the
   rollout worker is stopped and a new one started on that checkpoint, until its first generation returns.
 

@@ -19,6 +19,7 @@ from controller.evaluation import evaluate
 from controller.grpo import GRPOLoop
 from controller.grpocurve import GRPOCurve
 from controller.metrics import ControllerMetrics
+from controller.metricstargets import MetricsTargets
 from controller.rundir import RunDirectory
 from controller.services import Services
 from controller.taskdata import Dataset, load_side, with_tools
@@ -78,10 +79,12 @@ class GRPORun:
     def execute(
         self, train_sets: list[Dataset], eval_sets: list[Dataset], checkpoint: Path | None, state: dict | None
     ) -> None:
-        port = self.metrics.serve(self.config.cluster.metrics_port)
-        log.info("Prometheus metrics on 127.0.0.1:%d/metrics", port)
+        targets = MetricsTargets.for_run(self.out)
+        port = self.metrics.serve(self.config.cluster.metrics_port, targets=targets)
+        self.metrics.set_stage("grpo")
+        log.info("Prometheus metrics on 127.0.0.1:%d/metrics, every service's at /sd", port)
         grpo = self.config.grpo
-        with Services(self.config, self.out / "logs").start() as services:
+        with Services(self.config, self.out / "logs", targets).start() as services:
             train = with_tools([t for d in train_sets for t in d.tasks], services.simulator)
             if not train:
                 raise ValueError(f"no training questions in {self.config.data.train}")
@@ -109,6 +112,7 @@ class GRPORun:
                 self._evaluate(0)
             loop.run(start, pending)
             self._save(grpo.steps, [], "final")
+        self.metrics.set_stage("done")
 
     def _after_step(self, step: int, record: dict, next_task_ids: list[str]) -> None:
         done = step + 1

@@ -20,6 +20,7 @@ from controller.evaluation import EvalResult, evaluate
 from controller.grpo import GRPOLoop
 from controller.llmteacher import make_teacher
 from controller.metrics import ControllerMetrics
+from controller.metricstargets import MetricsTargets
 from controller.report import write_report
 from controller.rundir import RunDirectory
 from controller.services import Services
@@ -51,12 +52,13 @@ class Pipeline:
         self.run_dir = RunDirectory.create(config)
         self.metrics = ControllerMetrics()
         self.outcome = RunOutcome(self.run_dir.path, [], [], [], {})
-        self.services = Services(config, self.run_dir.path / "logs")
+        self.targets = MetricsTargets.for_run(self.run_dir.path)
+        self.services = Services(config, self.run_dir.path / "logs", self.targets)
 
     # -- wiring -----------------------------------------------------------------------------------------------
     def setup(self) -> None:
-        port = self.metrics.serve(self.config.cluster.metrics_port)
-        log.info("run directory %s; Prometheus metrics on 127.0.0.1:%d/metrics", self.run_dir.path, port)
+        port = self.metrics.serve(self.config.cluster.metrics_port, targets=self.targets)
+        log.info("run directory %s; Prometheus metrics on 127.0.0.1:%d (/metrics, /sd)", self.run_dir.path, port)
         self.services.start()
         self.simulator = self.services.simulator
         _, self.learner = self.services.learner(self.model_path, self.config.sft.steps + self.config.grpo.steps)

@@ -1,10 +1,13 @@
 """The running parts a command needs, started in a safe order and stopped in reverse.
 
-Every command (`mtr run`, `synth`, `sft`, `eval`) needs some of: the simulator farm (local processes), Ray
-(local or an existing cluster), a simulator client, and role actors (learner, rollout) placed on Ray and
-reached over gRPC. Ray starts before any gRPC channel of ours exists: `ray.init` forks its daemons, and
-gRPC's threads must not be running then (seen: "Other threads are currently calling into gRPC, skipping
-fork() handlers", then a raylet timeout).
+Every command (`mtr run`, `synth`, `sft`, `eval`) needs some of: the simulator farm (local processes, Ray
+actors or external replicas: controller/farm.py), Ray (local or an existing cluster), a simulator client, and
+role actors (learner, rollout) placed on Ray and reached over gRPC. On a cluster every role binds and
+advertises its node's IP (mtr.placement.NODE_IP); a local run keeps everything on loopback.
+
+Ray starts before any gRPC channel of ours exists: `ray.init` forks its daemons, and gRPC's threads must not
+be running then (seen: "Other threads are currently calling into gRPC, skipping fork() handlers", then a
+raylet timeout).
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from controller.farm import SimulatorFarm, create_farm
+from controller.metricstargets import MetricsTargets
 from controller.rolloutpool import RolloutPool
-from controller.simfarm import LocalSimulatorFarm
 from mtr.config import RunConfig
-from mtr.placement import RoleSpec, launch, shutdown
+from mtr.placement import LOOPBACK, NODE_IP, RoleSpec, check_resources, launch, shutdown
 from mtr.serviceclients import LearnerClient, RolloutClient
 from mtr.simclient import SimulatorClient
 
@@ -26,25 +30,37 @@ log = logging.getLogger("mtr.services")
 class Services:
     """Owns the farm, Ray (if it started it), the simulator client and every role actor it launched."""
 
-    def __init__(self, config: RunConfig, log_dir: Path) -> None:
+    def __init__(self, config: RunConfig, log_dir: Path, targets: MetricsTargets | None = None) -> None:
+        """With `targets`, every service started here is listed there (its /metrics) for Prometheus discovery."""
         self.config = config
         self.log_dir = log_dir
+        self.targets = targets
+        self._listed: dict[int, str] = {}  # id(actor) -> its name in `targets`
         self.simulator: SimulatorClient | None = None
         self.simulator_addresses: list[str] = []
-        self._farm: LocalSimulatorFarm | None = None
+        self._farm: SimulatorFarm | None = None
         self._started_ray = False
         self._actors: list = []
+        # Where role services bind: other nodes must reach them on a cluster; nothing else should locally.
+        self.host = NODE_IP if config.cluster.ray_address else LOOPBACK
 
     def start(self, *, ray: bool = True, simulator: bool = True) -> Services:
-        if simulator:
-            self._farm = LocalSimulatorFarm(self.config.simulator, self.config.world.seed, self.log_dir)
-            self.simulator_addresses = self._farm.start()
-        if ray:
-            self._start_ray()
-        if simulator:
-            timeout_s = self.config.simulator.call_timeout_s
-            self.simulator = SimulatorClient(self.simulator_addresses, timeout_s=timeout_s)
-            self.simulator.wait_ready(60)
+        try:
+            if simulator and self.config.simulator_placement == "ray":
+                self._start_ray()
+            if simulator:
+                self._farm = create_farm(self.config, self.log_dir, self.host)
+                self.simulator_addresses = self._farm.start()
+                self._list_simulators()
+            if ray:
+                self._start_ray()
+            if simulator:
+                timeout_s = self.config.simulator.call_timeout_s
+                self.simulator = SimulatorClient(self.simulator_addresses, timeout_s=timeout_s)
+                self.simulator.wait_ready(60)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def _start_ray(self) -> None:
@@ -62,39 +78,22 @@ class Services:
     # -- roles ------------------------------------------------------------------------------------------------
     def launch(self, spec: RoleSpec):
         """Place a role on Ray; returns (actor, gRPC address). The actor is stopped by `stop_role` or `close`."""
-        self._check_resources(spec)
+        check_resources(spec)
         actor, address = launch(spec)
         self._actors.append(actor)
+        self._list_role(actor, spec)
         log.info("%s serving at %s", spec.entry, address)
         return actor, address
 
-    def _check_resources(self, spec: RoleSpec) -> None:
-        """Fail with the numbers instead of waiting forever for an actor the cluster can never place."""
-        import ray
-
-        total = ray.cluster_resources()
-        free = ray.available_resources()
-        for name, wanted in (("CPU", spec.num_cpus), ("GPU", spec.num_gpus), *spec.resources.items()):
-            if wanted and wanted > total.get(name, 0.0):
-                raise RuntimeError(
-                    f"{spec.entry} needs {wanted:g} {name} but the Ray cluster has {total.get(name, 0.0):g} in all "
-                    f"({free.get(name, 0.0):g} free); lower the role's reservation or give the cluster more "
-                    "(cluster.num_cpus sets a local instance's logical CPUs)"
-                )
-            if wanted and wanted > free.get(name, 0.0):
-                log.warning(
-                    "%s wants %g %s and only %g are free: it will wait until other roles release them",
-                    spec.entry,
-                    wanted,
-                    name,
-                    free.get(name, 0.0),
-                )
-
     def stop_role(self, actor) -> None:
         self._actors.remove(actor)
+        if actor_name := self._listed.pop(id(actor), None):
+            self.targets.remove(actor_name)
         shutdown(actor)
 
-    def rollout(self, model_path: str, initial_version: int = 0) -> tuple[object, RolloutClient]:
+    def rollout(
+        self, model_path: str, initial_version: int = 0, worker: str = "rollout-0"
+    ) -> tuple[object, RolloutClient]:
         """A rollout worker (vLLM engine + RolloutService) on `model_path`, wired to the simulator farm."""
         rollout = self.config.rollout
         spec = RoleSpec(
@@ -107,9 +106,12 @@ class Services:
                 "simulator_addresses": self.simulator_addresses,
                 "simulator_timeout_s": self.config.simulator.call_timeout_s,
                 "initial_version": initial_version,
+                "worker": worker,
             },
             num_cpus=rollout.num_cpus_per_worker,
             num_gpus=rollout.num_gpus_per_worker,
+            resources=dict(rollout.resources),
+            host=self.host,
         )
         actor, address = self.launch(spec)
         return actor, RolloutClient(address)
@@ -118,7 +120,9 @@ class Services:
         """`rollout.workers` rollout workers on `model_path` behind one RolloutPool."""
         workers = self.config.rollout.workers
         with ThreadPoolExecutor(max_workers=workers) as threads:  # engines start (and compile) concurrently
-            started = list(threads.map(lambda _: self.rollout(model_path, initial_version), range(workers)))
+            started = list(
+                threads.map(lambda i: self.rollout(model_path, initial_version, f"rollout-{i}"), range(workers))
+            )
         return [actor for actor, _ in started], RolloutPool([client for _, client in started])
 
     def learner(self, model_path: str, total_steps: int) -> tuple[object, LearnerClient]:
@@ -131,12 +135,41 @@ class Services:
             {"model_path": model_path, "learner": learner.model_dump(), "total_steps": max(1, total_steps)},
             num_cpus=host_cpus,
             num_gpus=learner.num_gpus_per_rank if learner.world_size == 1 else 0.0,
+            resources=dict(learner.resources) if learner.world_size == 1 else {},  # a group: its ranks hold them
+            host=self.host,
         )
         actor, address = self.launch(spec)
         return actor, LearnerClient(address)
 
+    # -- metrics discovery ------------------------------------------------------------------------------------
+    def _list_simulators(self) -> None:
+        """List each replica's /metrics as replica-<i> (a farm whose replicas serve none lists nothing)."""
+        if self.targets is not None:
+            for index, address in enumerate(getattr(self._farm, "metrics_addresses", [])):
+                self.targets.add("simulator", f"replica-{index}", address)
+
+    def _list_role(self, actor, spec: RoleSpec) -> None:
+        """List a role's /metrics under its role ("rollout.host:start" -> rollout) and name (worker or role)."""
+        if self.targets is None:
+            return
+        import ray
+
+        address = ray.get(actor.metrics_address.remote(), timeout=60)
+        if address:
+            role = spec.entry.partition(".")[0]
+            self._listed[id(actor)] = self.targets.add(role, spec.kwargs.get("worker", role), address).service
+
+    def _unlist_all(self) -> None:
+        """Before stopping: a finished run must not leave targets behind that the dead-replica alert finds."""
+        if self.targets is not None:
+            for target in self.targets.targets():
+                if target.role != "controller":
+                    self.targets.remove(target.service)
+        self._listed = {}
+
     # -- teardown ---------------------------------------------------------------------------------------------
     def close(self) -> None:
+        self._unlist_all()
         for actor in reversed(self._actors):
             try:
                 shutdown(actor)

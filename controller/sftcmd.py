@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from controller.metrics import ControllerMetrics
+from controller.metricstargets import MetricsTargets
 from controller.rundir import RunDirectory
 from controller.services import Services
 from controller.sft import STATE_FILE, SFTTrainer, TraceFileError, load_traces, tokenize
@@ -46,9 +47,11 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
     run_dir = RunDirectory(out)
     (out / "config.yaml").write_text(dump_config(config))
     metrics = ControllerMetrics()
-    port = metrics.serve(config.cluster.metrics_port)
+    targets = MetricsTargets.for_run(out)
+    port = metrics.serve(config.cluster.metrics_port, targets=targets)
+    metrics.set_stage("sft")
     log.info(
-        "%d traces (%d lines skipped); Prometheus metrics on 127.0.0.1:%d/metrics",
+        "%d traces (%d lines skipped); Prometheus metrics on 127.0.0.1:%d/metrics, every service's at /sd",
         len(loaded.traces),
         len(loaded.skipped),
         port,
@@ -56,7 +59,7 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
     run_dir.log("sft_data", 0, traces=len(loaded.traces), skipped=len(loaded.skipped), files=list(args.traces))
     started = time.perf_counter()
     try:
-        with Services(config, out / "logs").start(simulator=False) as services:
+        with Services(config, out / "logs", targets).start(simulator=False) as services:
             _, learner = services.learner(model_path, config.sft.steps)
             if resume_from is not None:
                 version = learner.restore_checkpoint(str(resume_from))
@@ -88,6 +91,7 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
 
             losses, _ = trainer.run(start_step, checkpoint=save, save_every=config.sft.save_every)
             final = save(config.sft.steps, "final")
+        metrics.set_stage("done")
     except Exception as error:
         print(f"mtr sft failed: {type(error).__name__}: {error}", file=sys.stderr)
         print(f"checkpoints written so far are in {out / 'checkpoints'} (continue with --resume)", file=sys.stderr)

@@ -20,6 +20,20 @@ class SimulatorFarmError(RuntimeError):
     pass
 
 
+def serve_arguments(config: SimulatorConfig, world_seed: int) -> list[str]:
+    """`simulator serve` flags every replica of a run gets, wherever it is placed (the placement adds the rest)."""
+    return [
+        "--world-seed",
+        str(world_seed),
+        "--tools",
+        config.tools,
+        "--top-k",
+        str(config.top_k),
+        "--max-argument-chars",
+        str(config.max_argument_chars),
+    ]
+
+
 class LocalSimulatorFarm:
     def __init__(self, config: SimulatorConfig, world_seed: int, log_dir: Path) -> None:
         self.config = config
@@ -27,12 +41,15 @@ class LocalSimulatorFarm:
         self.log_dir = log_dir
         self.processes: list[subprocess.Popen] = []
         self.addresses: list[str] = []
+        self.metrics_addresses: list[str] = []  # host:port of each replica's /metrics (for discovery)
 
     def start(self, timeout_s: float = 120.0) -> list[str]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         pending = [self._spawn(index) for index in range(self.config.replicas)]
         try:
-            self.addresses = [self._wait(process, ready, log, timeout_s) for process, ready, log in pending]
+            infos = [self._wait(process, ready, log, timeout_s) for process, ready, log in pending]
+            self.addresses = [info["address"] for info in infos]
+            self.metrics_addresses = [info["metrics_address"] for info in infos]
         except BaseException:
             self.stop()
             raise
@@ -47,22 +64,17 @@ class LocalSimulatorFarm:
             "-m",
             "simulator",
             "serve",
+            *serve_arguments(self.config, self.world_seed),
             "--host",
             self.config.host,
             "--port",
             "0",
-            "--world-seed",
-            str(self.world_seed),
-            "--tools",
-            self.config.tools,
-            "--top-k",
-            str(self.config.top_k),
-            "--max-argument-chars",
-            str(self.config.max_argument_chars),
             "--ready-file",
             str(ready),
             "--name",
             f"replica-{index}",
+            "--metrics-port",
+            "0",
         ]
         with log.open("ab") as handle:
             process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -70,11 +82,12 @@ class LocalSimulatorFarm:
         return process, ready, log
 
     @staticmethod
-    def _wait(process: subprocess.Popen, ready: Path, log: Path, timeout_s: float) -> str:
+    def _wait(process: subprocess.Popen, ready: Path, log: Path, timeout_s: float) -> dict:
+        """The replica's ready-file document ({"address", "pid", "metrics_address"})."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if ready.exists():
-                return json.loads(ready.read_text())["address"]
+                return json.loads(ready.read_text())
             if process.poll() is not None:
                 tail = log.read_text(errors="replace")[-2000:]
                 raise SimulatorFarmError(f"simulator replica exited with {process.returncode} before ready:\n{tail}")

@@ -202,7 +202,7 @@ class RayLearnerGroup:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         size, cpus, gpus = self.config.world_size, self.config.num_cpus_per_rank, self.config.num_gpus_per_rank
-        bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+        bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {}), **self.config.resources}
         self._placement = placement_group([bundle] * size, strategy="PACK")
         try:
             ray.get(self._placement.ready(), timeout=timeout_s)
@@ -218,6 +218,8 @@ class RayLearnerGroup:
         for rank in range(size):
             strategy = PlacementGroupSchedulingStrategy(self._placement, placement_group_bundle_index=rank)
             options = {"num_cpus": cpus, "num_gpus": gpus, "scheduling_strategy": strategy}
+            if self.config.resources:  # every rank holds its share of the custom resource that pins the group
+                options["resources"] = dict(self.config.resources)
             self._actors.append(rank_actor.options(**options, runtime_env={"env_vars": env}).remote(env))
         layouts = self._layouts(self._gather([a.node.remote() for a in self._actors], "locate ranks", timeout_s))
         starts = [

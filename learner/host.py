@@ -3,25 +3,30 @@
 `start(...)` builds the learner and serves `LearnerService`; after an update it publishes the weights to the
 Ray object store under the new version for rollout workers to load. With `learner.world_size` 1 the
 DeepSpeed engine runs in this process; with more, this process only serves gRPC and drives a
-`RayLearnerGroup` of rank actors, whose rank 0 publishes.
+`RayLearnerGroup` of rank actors, whose rank 0 publishes. Either way this process serves the learner's
+Prometheus metrics on a port of its own (`metrics_address`, which the controller lists for discovery).
 """
 
 from __future__ import annotations
 
 import os
 
+from learner.metrics import LearnerMetrics
 from mtr.config import LearnerConfig
 from mtr.grpcutil import BackgroundServer
 
 
 class LearnerHost:
-    def __init__(self, learner, server: BackgroundServer) -> None:
+    def __init__(self, learner, server: BackgroundServer, metrics: LearnerMetrics, metrics_address: str) -> None:
         self.learner = learner
         self.server = server
         self.address = server.address
+        self.metrics = metrics
+        self.metrics_address = metrics_address
 
     def stop(self) -> None:
         self.server.stop()
+        self.metrics.close()
         close = getattr(self.learner, "close", None)  # a group ends its rank actors; one rank has nothing to end
         if close is not None:
             close()
@@ -42,9 +47,15 @@ def _single_rank_rendezvous() -> None:
 
 
 def start(
-    model_path: str, learner: dict, total_steps: int, broadcast: str = "ray", host: str = "127.0.0.1"
+    model_path: str,
+    learner: dict,
+    total_steps: int,
+    broadcast: str = "ray",
+    host: str = "127.0.0.1",
+    metrics_port: int = 0,
 ) -> LearnerHost:
-    """Build the learner `learner` (a LearnerConfig dump) describes and serve it on `host` (port chosen freely)."""
+    """Build the learner `learner` (a LearnerConfig dump) describes and serve it on `host` (port chosen freely);
+    its metrics on `host`:`metrics_port` (0: a free port)."""
     from learner.group import create_learner
     from learner.service import create_server
 
@@ -57,11 +68,13 @@ def start(
         info = engine.publish(version, broadcast)
         return info.seconds, info.bytes
 
+    metrics = LearnerMetrics()
     try:
-        server = BackgroundServer(lambda address: create_server(address, engine, publish), host=host)
+        server = BackgroundServer(lambda address: create_server(address, engine, publish, metrics), host=host)
+        metrics_address = f"{host}:{metrics.serve(metrics_port, host)}"
     except BaseException:
         close = getattr(engine, "close", None)
         if close is not None:
             close()
         raise
-    return LearnerHost(engine, server)
+    return LearnerHost(engine, server, metrics, metrics_address)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from learner.metrics import LearnerMetrics
 from mtr.grpcutil import CHANNEL_OPTIONS, add_health
 from mtr.v1 import learner_service_pb2 as pb
 from mtr.v1 import learner_service_pb2_grpc as pb_grpc
@@ -49,9 +50,10 @@ def sequences_from_proto(messages: Sequence[pb.TrainSequence]) -> list[TrainSequ
 
 
 class LearnerServicer(pb_grpc.LearnerServiceServicer):
-    def __init__(self, learner: LearnerLike, publish: PublishFn | None) -> None:
+    def __init__(self, learner: LearnerLike, publish: PublishFn | None, metrics: LearnerMetrics | None = None) -> None:
         self.learner = learner
         self.publish = publish
+        self.metrics = metrics if metrics is not None else LearnerMetrics()
         self.steps = 0
         self._lock = asyncio.Lock()  # the learner is not thread-safe: one call at a time
 
@@ -85,9 +87,14 @@ class LearnerServicer(pb_grpc.LearnerServiceServicer):
         lr = request.learning_rate if request.learning_rate > 0 else None
         result = await self._run(context, "TrainStep", self._train, request.objective, sequences, lr, request.kl_coef)
         self.steps += 1
+        objective = "sft" if request.objective == pb.OBJECTIVE_SFT else "grpo"
+        self.metrics.observe_step(
+            objective, result.seconds, result.tokens, result.loss, result.grad_norm, result.kl, self.learner.version
+        )
         publish_seconds, publish_bytes = 0.0, 0
         if request.publish_weights:
             publish_seconds, publish_bytes = await self._run(context, "publish", self.publish, self.learner.version)
+            self.metrics.observe_publish(publish_seconds, publish_bytes)
         return pb.TrainStepResponse(
             version=self.learner.version,
             loss=result.loss,
@@ -141,7 +148,7 @@ class LearnerServicer(pb_grpc.LearnerServiceServicer):
 
 
 async def create_server(
-    address: str, learner: LearnerLike, publish: PublishFn | None = None
+    address: str, learner: LearnerLike, publish: PublishFn | None = None, metrics: LearnerMetrics | None = None
 ) -> tuple[grpc.aio.Server, int]:
     """Bind `address` ("host:port"; port 0 picks a free one), start serving, return the server and bound port."""
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
@@ -149,7 +156,7 @@ async def create_server(
         port = server.add_insecure_port(address)
     except RuntimeError as exc:
         raise OSError(f"learner: cannot listen on {address} (in use, or not an address of this host)") from exc
-    pb_grpc.add_LearnerServiceServicer_to_server(LearnerServicer(learner, publish), server)
+    pb_grpc.add_LearnerServiceServicer_to_server(LearnerServicer(learner, publish, metrics), server)
     await add_health(server, [SERVICE_NAME])
     await server.start()
     return server, port

@@ -16,6 +16,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from importlib import resources
 
@@ -35,7 +36,11 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="Dotted override, e.g. --set learner.lr=1e-5 (repeatable; applied last).",
     )
-    parser.add_argument("--ray-address", help="Connect to this Ray cluster instead of starting a local one.")
+    parser.add_argument(
+        "--ray-address",
+        help="Join this Ray cluster instead of starting a local one: auto, HOST:PORT (its GCS) or ray://HOST:10001 "
+        "(cluster.ray_address; default: $RAY_ADDRESS, which `ray job submit` sets).",
+    )
 
 
 def _add_data_args(parser: argparse.ArgumentParser, side: str) -> None:
@@ -163,6 +168,10 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     base = {}
     if args.quick:
         base = yaml.safe_load(resources.files("mtr.profiles").joinpath("quick.yaml").read_text())
+    if os.environ.get("RAY_ADDRESS"):
+        # What `ray.init()` would join: a driver started by `ray job submit` finds its cluster here. Lowest
+        # precedence, so a config file, --set or --ray-address still decide.
+        base.setdefault("cluster", {}).setdefault("ray_address", os.environ["RAY_ADDRESS"])
     overrides = list(args.overrides)
     if args.ray_address:
         overrides.append(f"cluster.ray_address={args.ray_address}")

@@ -7,10 +7,10 @@ with the offending key in the message. The resolved config is written into every
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -19,6 +19,25 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _custom_resources(resources: dict[str, float]) -> dict[str, float]:
+    for name in resources:
+        if not name or name in ("CPU", "GPU", "memory", "object_store_memory"):
+            raise ValueError(f"{name!r} is not a custom resource; CPUs and GPUs have their own num_* fields")
+    return resources
+
+
+# Custom Ray resources a role instance reserves, e.g. {"simulator": 1}: nodes started with
+# `ray start --resources '{"simulator": 8}'` are the only ones that can host it.
+Resources = Annotated[dict[str, Annotated[float, Field(gt=0)]], AfterValidator(_custom_resources)]
+
+
+def _host_port(address: str) -> str:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} is not host:port")
+    return address
 
 
 class ModelConfig(_Strict):
@@ -39,8 +58,31 @@ class WorldConfig(_Strict):
 
 
 class SimulatorConfig(_Strict):
-    replicas: int = Field(1, ge=1, le=64, description="Simulator server processes started by the run.")
-    host: str = Field("127.0.0.1", description="Bind address; loopback unless you mean to expose it.")
+    placement: Literal["auto", "local", "ray", "external"] = Field(
+        "auto",
+        description="Where the farm runs. 'local': replica processes on the controller's machine; 'ray': each "
+        "replica a Ray actor (num_cpus_per_replica, resources), so it can live on its own nodes; 'external': "
+        "replicas someone else runs (addresses), nothing is started. 'auto': external when addresses are given, "
+        "ray when cluster.ray_address is set (other nodes cannot reliably reach the controller's loopback), "
+        "else local.",
+    )
+    replicas: int = Field(1, ge=1, le=64, description="Replicas the run starts (placement local or ray).")
+    host: str = Field(
+        "127.0.0.1",
+        description="Bind address of local replicas; loopback unless you mean to expose them. Ray-placed replicas "
+        "bind their node's IP on a cluster and loopback on a local Ray.",
+    )
+    num_cpus_per_replica: float = Field(1.0, ge=0.0, description="Ray CPUs each Ray-placed replica reserves.")
+    resources: Resources = Field(
+        default_factory=dict,
+        description="Custom Ray resources each Ray-placed replica reserves, e.g. {simulator: 1} to pin the farm to "
+        "nodes started with that resource.",
+    )
+    addresses: list[Annotated[str, AfterValidator(_host_port)]] = Field(
+        default_factory=list,
+        description="placement 'external': host:port of the replicas, e.g. a Kubernetes Service; a hostname is "
+        "expanded to every address it resolves to (a headless Service lists each pod).",
+    )
     tools: Literal["minimal", "task"] = Field(
         "minimal",
         description="Tools offered to the policy: 'minimal' (search + open_page, ~200 prompt tokens) or 'task' "
@@ -50,11 +92,22 @@ class SimulatorConfig(_Strict):
     max_argument_chars: int = Field(2000, ge=16, description="Larger tool-call arguments get an error observation.")
     call_timeout_s: float = Field(10.0, gt=0, description="Deadline of one tool call.")
 
+    @model_validator(mode="after")
+    def _addresses_match_placement(self) -> SimulatorConfig:
+        if self.placement == "external" and not self.addresses:
+            raise ValueError("placement 'external' needs addresses (host:port of running replicas)")
+        if self.placement in ("local", "ray") and self.addresses:
+            raise ValueError(f"addresses are only used with placement 'external', not {self.placement!r}")
+        return self
+
 
 class RolloutConfig(_Strict):
     workers: int = Field(1, ge=1, le=256, description="Rollout workers (one vLLM engine each, a Ray actor each).")
     num_cpus_per_worker: float = Field(1.0, ge=0.0, description="Ray CPUs each rollout worker reserves.")
     num_gpus_per_worker: float = Field(0.0, ge=0.0, description="Ray GPUs each rollout worker reserves (GPU: 1).")
+    resources: Resources = Field(
+        default_factory=dict, description="Custom Ray resources each rollout worker reserves, e.g. {rollout: 1}."
+    )
     group_size: int = Field(4, ge=2, description="Samples per question in a GRPO group.")
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -87,6 +140,11 @@ class LearnerConfig(_Strict):
     )
     num_cpus_per_rank: float = Field(1.0, gt=0.0, description="Ray CPUs reserved by each learner rank.")
     num_gpus_per_rank: float = Field(0.0, ge=0.0, description="Ray GPUs per learner rank (1 on a GPU cluster).")
+    resources: Resources = Field(
+        default_factory=dict,
+        description="Custom Ray resources each learner rank reserves, e.g. {learner: 1}, pinning the learner "
+        "to the nodes that offer them.",
+    )
     seed: int = 0
 
 
@@ -203,9 +261,20 @@ class EvalConfig(_Strict):
 
 
 class ClusterConfig(_Strict):
-    ray_address: str | None = Field(None, description="Existing Ray cluster address; None starts a local one.")
+    ray_address: str | None = Field(
+        None,
+        description="Existing Ray cluster to join: 'auto', 'host:port' (its GCS) or 'ray://host:10001' (Ray "
+        "Client). None starts a local Ray; `mtr` fills it from RAY_ADDRESS when that is set (as under "
+        "`ray job submit`). On a cluster, services bind and advertise their node's IP instead of loopback.",
+    )
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance (None: all).")
     metrics_port: int = Field(0, ge=0, le=65535, description="Controller Prometheus port (0 picks a free one).")
+
+    @model_validator(mode="after")
+    def _local_sizing_only(self) -> ClusterConfig:
+        if self.ray_address and self.num_cpus is not None:
+            raise ValueError("num_cpus sizes a local Ray instance; an existing cluster (ray_address) brings its own")
+        return self
 
 
 class RunConfig(_Strict):
@@ -233,6 +302,24 @@ class RunConfig(_Strict):
             raise ValueError(
                 f"learner.precision ({self.learner.precision}) must equal model.dtype ({self.model.dtype}): "
                 "the rollout engine would otherwise round away the learner's updates"
+            )
+        return self
+
+    @property
+    def simulator_placement(self) -> Literal["local", "ray", "external"]:
+        """simulator.placement with 'auto' resolved (see its description)."""
+        if self.simulator.placement != "auto":
+            return self.simulator.placement
+        if self.simulator.addresses:
+            return "external"
+        return "ray" if self.cluster.ray_address else "local"
+
+    @model_validator(mode="after")
+    def _farm_resources_need_ray(self) -> RunConfig:
+        if self.simulator.resources and self.simulator_placement != "ray":
+            raise ValueError(
+                f"simulator.resources only place Ray actors, but the farm's placement is {self.simulator_placement!r}"
+                " (set simulator.placement=ray)"
             )
         return self
 

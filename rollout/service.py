@@ -20,6 +20,7 @@ from mtr.task import from_proto
 from mtr.v1 import rollout_service_pb2 as pb
 from mtr.v1 import rollout_service_pb2_grpc as pb_grpc
 from rollout.agent_loop import LoopLimits, Sample, run_agent_loop
+from rollout.metrics import RolloutMetrics
 from rollout.vllm_engine import VLLMTurnGenerator
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
         broadcast: WeightBroadcast,
         max_model_len: int,
         initial_version: int = 0,
+        metrics: RolloutMetrics | None = None,
     ) -> None:
         self._generator = generator
         self._simulator = simulator
@@ -42,6 +44,8 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
         # generation runs waits for it, and each generation knows exactly which version it ran with.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self.policy_version = initial_version
+        self.metrics = metrics if metrics is not None else RolloutMetrics("rollout")
+        self.metrics.policy_version.set(initial_version)
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -64,6 +68,7 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
             traces = [self._to_trace(s, version) for s in samples if s.task.id == task.id]
             groups.append(pb.Group(task_id=task.id, traces=traces))
         generated = sum(sum(s.loss_mask) for s in samples)
+        self.metrics.observe_generation(generated, len(samples), seconds)
         return pb.GenerateGroupsResponse(
             groups=groups, policy_version=version, generated_tokens=generated, seconds=seconds
         )
@@ -71,8 +76,21 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
     def _generate(self, tasks, group_size, sampling, limits) -> tuple[list[Sample], int]:
         version = self.policy_version  # on the engine thread: no load can land during this generation
         self._generator.set_sampling(sampling.temperature, sampling.top_p or 1.0)
-        loop = run_agent_loop(tasks, group_size, self._generator, self._simulator, self._generator.tokenizer, limits)
+        sequences = len(tasks) * group_size
+        self.metrics.inflight.inc(sequences)  # counted here, not on arrival: requests queued for the engine wait
+        try:
+            loop = run_agent_loop(
+                tasks, group_size, self._generator, self._simulator, self._generator.tokenizer, limits
+            )
+        finally:
+            self.metrics.inflight.dec(sequences)
         return loop, version
+
+    def _fetch(self, version: int):
+        """Timed on the engine thread, so the time a load waits behind a generation is not counted."""
+        start = time.perf_counter()
+        packed = self._broadcast.fetch(version)
+        return packed, time.perf_counter() - start
 
     def _load(self, packed, version: int) -> tuple[int, float]:
         received, seconds = self._generator.load_packed(packed)
@@ -101,10 +119,11 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
 
     async def LoadWeights(self, request, context):
         try:
-            packed = await self._run(self._broadcast.fetch, request.version)
+            packed, fetch_seconds = await self._run(self._fetch, request.version)
         except KeyError as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         received, seconds = await self._run(self._load, packed, request.version)
+        self.metrics.observe_weight_load(request.version, fetch_seconds + seconds, received)
         checksum = await self._run(self._generator.loaded_checksum) if request.compute_checksum else ""
         log.info("loaded weights version %d (%d bytes, %.2fs)", request.version, received, seconds)
         return pb.LoadWeightsResponse(version=request.version, seconds=seconds, bytes=received, checksum=checksum)

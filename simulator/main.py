@@ -4,7 +4,8 @@
         [--replicas N] [--ready-file PATH] [--metrics-port N] [--name NAME] \\
         [--cache-file PATH] [--auth-token TOKEN] [--tls-cert PEM --tls-key PEM] [--allow-remote]
 
-One replica writes {"address": "host:port", "pid": N} to --ready-file (atomically) once it serves. With
+One replica writes {"address": "host:port", "pid": N} to --ready-file (atomically) once it serves, plus
+"metrics_address" when it serves Prometheus metrics (so `--metrics-port 0` is discoverable). With
 --replicas N > 1 this process supervises N replica processes (see simulator/farm.py) and its ready file lists
 them all. SIGTERM or SIGINT stops everything gracefully (exit 0). `mtr simulator serve ...` is the same command.
 """
@@ -46,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cache-preload", type=Path, action="append", default=[], help=argparse.SUPPRESS)
     serve.add_argument("--ready-file", type=Path, help="Write the address(es) and pid as JSON here once serving.")
     serve.add_argument(
-        "--metrics-port", type=int, default=0, help="Prometheus /metrics port (replica i of a farm: port+i); 0 = off."
+        "--metrics-port",
+        type=int,
+        help="Prometheus /metrics port (replica i of a farm: port+i); 0 picks a free one (one replica), omit: off.",
     )
     serve.add_argument("--name", help="Replica name reported in responses (default host:port; a farm adds -i).")
     serve.add_argument(
@@ -125,7 +128,7 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"--cache-save-interval-s must be > 0, got {args.cache_save_interval_s}")
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
-    for flag, port in (("--port", args.port), ("--metrics-port", args.metrics_port)):
+    for flag, port in (("--port", args.port), ("--metrics-port", args.metrics_port or 0)):
         if port < 0 or (port and port + args.replicas - 1 > 65535):
             parser.error(f"{flag} {port} leaves no room for {args.replicas} replica(s) below 65536")
 
@@ -166,8 +169,9 @@ async def _serve(args: argparse.Namespace) -> int:
     except ValueError:
         await server.stop(0)
         raise
-    if args.metrics_port:
-        metrics.serve(args.metrics_port, args.host)
+    metrics_address = None
+    if args.metrics_port is not None:
+        metrics_address = f"{host}:{metrics.serve(args.metrics_port, args.host)}"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -176,15 +180,15 @@ async def _serve(args: argparse.Namespace) -> int:
     if args.exit_with_parent:
         background.append(asyncio.create_task(_watch_parent(args.exit_with_parent, stop)))
     if args.ready_file:
-        _write_ready_file(args.ready_file, address)
+        _write_ready_file(args.ready_file, address, metrics_address)
     log.info(
-        "serving on %s%s%s (world seed %d, %d pages, metrics port %s)",
+        "serving on %s%s%s (world seed %d, %d pages, metrics on %s)",
         address,
         " with TLS" if credentials else "",
         " with token auth" if resolve_token(args.auth_token) else "",
         args.world_seed,
         actor.corpus_size,
-        args.metrics_port or "off",
+        metrics_address or "off",
     )
     await stop.wait()
     log.info("stopping (grace %.1fs)", args.grace_s)
@@ -262,8 +266,11 @@ async def _watch_parent(parent_pid: int, stop) -> None:
     stop.set()
 
 
-def _write_ready_file(path: Path, address: str) -> None:
-    write_json_atomically(path, {"address": address, "pid": os.getpid()})
+def _write_ready_file(path: Path, address: str, metrics_address: str | None = None) -> None:
+    document = {"address": address, "pid": os.getpid()}
+    if metrics_address:
+        document["metrics_address"] = metrics_address
+    write_json_atomically(path, document)
 
 
 def write_json_atomically(path: Path, document: dict) -> None:

@@ -1,13 +1,17 @@
-"""Prometheus metrics of one simulator replica (served on `--metrics-port` when it is not 0).
+"""Prometheus metrics of one simulator replica (served when `--metrics-port` is given; 0 picks a free port).
 
 Each instance owns its registry, so several servers in one test process do not collide. Replicas are told
 apart by their endpoint: every replica process serves its own `/metrics` (`serve --replicas N --metrics-port P`
 gives replica i the port P+i), so Prometheus' `instance` label names the replica; `mtr_simulator_replica_info`
 carries the replica's name for dashboards that want it. Keeping the name off the per-call series keeps their
-cardinality low.
+cardinality low. `mtr_simulator_calls_total{status}` is also the error count: every status but "ok" is an
+error observation, and "backend_error" is the one the simulator itself is to blame for (the others are the
+policy's mistakes), which is what the error-rate alert watches.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -44,6 +48,13 @@ class SimulatorMetrics:
     def set_replica(self, name: str) -> None:
         self.replica_info.labels(replica=name).set(1)
 
+    def declare_tools(self, tools: Iterable[str]) -> None:
+        """Create the series of tools known up front at 0: a series that first appears already counting hides
+        its first calls from `rate` (a replica can answer a whole batch between two scrapes)."""
+        for tool in tools:
+            self.calls.labels(tool=tool, status="ok")
+            self.call_seconds.labels(tool=tool)
+
     def observe_call(self, tool: str, status: str, seconds: float) -> None:
         """Count one answered call and its latency."""
         children = self._children.get((tool, status))
@@ -53,6 +64,7 @@ class SimulatorMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def serve(self, port: int, host: str = "127.0.0.1") -> None:
-        """Expose /metrics over HTTP on a background thread."""
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, port: int, host: str = "127.0.0.1") -> int:
+        """Expose /metrics over HTTP on a background thread; port 0 picks a free port. Returns the bound port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return server.server_port

@@ -218,6 +218,7 @@ async def create_server(
     )
     name = replica or f"{host}:{port}"
     handler.metrics.set_replica(name)
+    handler.metrics.declare_tools(toolmaker.tool_names)
     executor = ThreadPoolExecutor(actor_threads, thread_name_prefix="simulator-actor") if actor_threads else None
     pb_grpc.add_SimulatorServiceServicer_to_server(SimulatorServicer(handler, name, executor, max_batch_calls), server)
     health_servicer = _HealthServicer()

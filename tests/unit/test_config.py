@@ -62,3 +62,49 @@ def test_learner_and_engine_dtypes_must_agree():
         load_config(overrides=["learner.precision=float32"])
     config = load_config(overrides=["learner.precision=float32", "model.dtype=float32"])
     assert config.model.dtype == "float32"
+
+
+def test_farm_placement_defaults_follow_the_cluster():
+    assert load_config().simulator_placement == "local"
+    on_cluster = load_config(overrides=["cluster.ray_address=auto"])
+    assert on_cluster.simulator_placement == "ray"
+    external = load_config(overrides=["cluster.ray_address=auto", "simulator.addresses=[mtr-simulator:50051]"])
+    assert external.simulator_placement == "external"
+    pinned = load_config(overrides=["simulator.placement=local", "cluster.ray_address=auto"])
+    assert pinned.simulator_placement == "local"
+
+
+def test_farm_placement_rules_name_the_key():
+    with pytest.raises(ConfigError, match=r"simulator: .*needs addresses"):
+        load_config(overrides=["simulator.placement=external"])
+    with pytest.raises(ConfigError, match=r"simulator: .*only used with placement 'external'"):
+        load_config(overrides=["simulator.placement=ray", "simulator.addresses=[h:1]"])
+    with pytest.raises(ConfigError, match=r"simulator\.addresses\.0: .*not host:port"):
+        load_config(overrides=["simulator.addresses=[no-port]"])
+    with pytest.raises(ConfigError, match=r"simulator\.resources only place Ray actors.*'local'"):
+        load_config(overrides=["simulator.resources={simulator: 1}"])
+    config = load_config(overrides=["simulator.placement=ray", "simulator.resources={simulator: 1}"])
+    assert config.simulator.resources == {"simulator": 1.0}
+
+
+def test_role_resources_are_custom_and_positive():
+    config = load_config(overrides=["rollout.resources={rollout: 1}", "learner.resources={learner: 0.5}"])
+    assert config.rollout.resources == {"rollout": 1.0} and config.learner.resources == {"learner": 0.5}
+    with pytest.raises(ConfigError, match=r"rollout\.resources: .*'GPU' is not a custom resource"):
+        load_config(overrides=["rollout.resources={GPU: 1}"])
+    with pytest.raises(ConfigError, match=r"learner\.resources\.learner: .*greater than 0"):
+        load_config(overrides=["learner.resources={learner: 0}"])
+    group = load_config(overrides=["learner.resources={learner: 1}", "learner.world_size=2"])
+    assert group.learner.resources == {"learner": 1.0}  # each rank of the group reserves it
+
+
+def test_cluster_address_from_flag_or_environment(monkeypatch):
+    with pytest.raises(ConfigError, match=r"cluster: .*num_cpus sizes a local Ray"):
+        load_config(overrides=["cluster.ray_address=auto", "cluster.num_cpus=2"])
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    args = build_parser().parse_args(["run"])
+    assert resolve_config(args).cluster.ray_address == "10.0.0.1:6379"  # as under `ray job submit`
+    args = build_parser().parse_args(["synth", "--ray-address", "ray://head:10001"])
+    assert resolve_config(args).cluster.ray_address == "ray://head:10001"  # the flag wins
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert resolve_config(build_parser().parse_args(["run"])).cluster.ray_address is None

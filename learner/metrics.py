@@ -1,0 +1,74 @@
+"""Prometheus metrics of the learner, served by its host process on a port of its own.
+
+The learner's host is the one place every step passes through (one in-process rank, or the driver of a
+group of rank actors), so it serves the metrics for all ranks; the numbers are the group's (loss and grad
+norm as the step reports them). `objective` ("sft" | "grpo") is the only per-step label.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+OBJECTIVES = ("sft", "grpo")
+# One optimizer step: well under a second for a tiny model, minutes for a large batch on CPU.
+_STEP_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+_PUBLISH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+
+
+class LearnerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = r = registry if registry is not None else CollectorRegistry()
+        by_objective = ["objective"]
+        self.step_seconds = Histogram(
+            "mtr_learner_step_seconds", "Time of one optimizer step.", by_objective, buckets=_STEP_BUCKETS, registry=r
+        )
+        self.tokens = Counter(
+            "mtr_learner_tokens", "Tokens trained on (sequence lengths, padding excluded).", by_objective, registry=r
+        )
+        self.loss = Gauge("mtr_learner_loss", "Loss of the last step.", by_objective, registry=r)
+        self.grad_norm = Gauge(
+            "mtr_learner_grad_norm", "Gradient norm (before clipping) of the last step.", by_objective, registry=r
+        )
+        self.kl = Gauge("mtr_learner_kl", "Mean k3 KL to the reference policy in the last GRPO step.", registry=r)
+        self.policy_version = Gauge("mtr_learner_policy_version", "Weights version of the learner.", registry=r)
+        self.publish_seconds = Histogram(
+            "mtr_learner_weight_publish_seconds",
+            "Time to publish one weights version for rollout workers.",
+            buckets=_PUBLISH_BUCKETS,
+            registry=r,
+        )
+        self.publish_bytes = Counter("mtr_learner_weight_publish_bytes", "Bytes of weights published.", registry=r)
+        # Children up front: every series exists (at 0) from the start, so the first step shows in `increase`.
+        for objective in OBJECTIVES:
+            self.step_seconds.labels(objective=objective)
+            self.tokens.labels(objective=objective)
+        self._server = None
+
+    def observe_step(
+        self, objective: str, seconds: float, tokens: int, loss: float, grad_norm: float, kl: float, version: int
+    ) -> None:
+        """Record one finished optimizer step of `objective` ("sft" or "grpo")."""
+        if objective not in OBJECTIVES:
+            raise ValueError(f"learner metrics: objective must be one of {OBJECTIVES}, got {objective!r}")
+        self.step_seconds.labels(objective=objective).observe(seconds)
+        self.tokens.labels(objective=objective).inc(tokens)
+        self.loss.labels(objective=objective).set(loss)
+        self.grad_norm.labels(objective=objective).set(grad_norm)
+        if objective == "grpo":
+            self.kl.set(kl)
+        self.policy_version.set(version)
+
+    def observe_publish(self, seconds: float, size_bytes: int) -> None:
+        self.publish_seconds.observe(seconds)
+        self.publish_bytes.inc(size_bytes)
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> int:
+        """Expose /metrics over HTTP on a background thread; port 0 picks a free port. Returns the bound port."""
+        self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return self._server.server_port
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
