@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RAY = str(Path(sys.executable).with_name("ray"))
 REPLICAS = 2
 IP = "127.0.0.1"
+REPO = Path(__file__).resolve().parents[2]
 # Environment of every process of the test cluster: nodes, `mtr` drivers (and this process while it is one).
 _ENV = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
 
@@ -196,36 +197,61 @@ def test_ray_job_submit_runs_mtr_with_the_readme_command(cluster, tmp_path):
     assert [a["node_id"] for a in replicas] == [cluster.simulator_node]
 
 
-def test_a_dead_replica_is_named_and_the_others_keep_serving(cluster, monkeypatch):
-    import ray
+_DEAD_REPLICA_PROBE = """
+import json, sys, time
+import ray
+from controller.raysimfarm import RaySimulatorFarm
+from controller.simfarm import SimulatorFarmError
+from mtr.config import load_config
+from mtr.placement import NODE_IP
+from mtr.simclient import SimulatorClient
 
-    from controller.raysimfarm import RaySimulatorFarm
-    from controller.simfarm import SimulatorFarmError
-    from mtr.config import load_config
-    from mtr.placement import NODE_IP
-    from mtr.simclient import SimulatorClient
+address, simulator_node = sys.argv[1], sys.argv[2]
+farm_overrides = ["simulator.placement=ray", "simulator.replicas=2", "simulator.resources={simulator: 1}"]
+config = load_config(overrides=farm_overrides)
+ray.init(address=address, namespace="mtr", log_to_driver=False)
+farm = RaySimulatorFarm(config.simulator, world_seed=0, host=NODE_IP, watch_interval_s=0.2)
+report = {}
+try:
+    addresses = farm.start()
+    report["nodes"] = sorted({replica.node_id for replica in farm.replicas})
+    dead = farm.replicas[1]
+    report["dead_address"] = dead.address
+    ray.kill(dead.actor)
+    deadline = time.monotonic() + 30  # the watcher pings every 0.2 s
+    while time.monotonic() < deadline:
+        try:
+            farm.check()
+        except SimulatorFarmError as error:
+            report["error"] = str(error)
+            break
+        time.sleep(0.1)
+    with SimulatorClient(addresses, timeout_s=10) as client:
+        result = client.call_tool("q0", "search", json.dumps({"query": "river"}))
+    report["survivor_ok"], report["survivor_error"] = result.ok, result.error
+finally:
+    farm.stop()
+    ray.shutdown()
+print("PROBE " + json.dumps(report))
+"""
 
-    farm_overrides = ["simulator.placement=ray", "simulator.replicas=2", "simulator.resources={simulator: 1}"]
-    config = load_config(overrides=farm_overrides)
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # this process joins the test cluster as a driver
-    ray.init(address=cluster.address, namespace="mtr", log_to_driver=False)
-    farm = RaySimulatorFarm(config.simulator, world_seed=0, host=NODE_IP, watch_interval_s=0.2)
-    try:
-        addresses = farm.start()
-        assert {replica.node_id for replica in farm.replicas} == {cluster.simulator_node}
-        dead = farm.replicas[1]
-        ray.kill(dead.actor)
-        with pytest.raises(SimulatorFarmError, match=rf"simulator replica-1 \({dead.address} on node .*\) died"):
-            deadline = time.monotonic() + 30  # the watcher pings every 0.2 s
-            while time.monotonic() < deadline:
-                farm.check()
-                time.sleep(0.1)
-        with SimulatorClient(addresses, timeout_s=10) as client:
-            result = client.call_tool("q0", "search", json.dumps({"query": "river"}))
-        assert result.ok, result.error
-    finally:
-        farm.stop()
-        ray.shutdown()
+
+def test_a_dead_replica_is_named_and_the_others_keep_serving(cluster):
+    """Run as its own driver process: a Ray session an earlier test left in this process must not leak in."""
+    import re
+
+    command = [sys.executable, "-c", _DEAD_REPLICA_PROBE, cluster.address, cluster.simulator_node]
+    done = subprocess.run(command, cwd=REPO, env=_ENV, capture_output=True, text=True, timeout=240)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("PROBE ")]
+    assert done.returncode == 0 and lines, (
+        f"probe failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-3000:]}"
+    )
+    report = json.loads(lines[-1].removeprefix("PROBE "))
+    assert report["nodes"] == [cluster.simulator_node]
+    assert re.search(
+        rf"simulator replica-1 \({re.escape(report['dead_address'])} on node .*\) died", report.get("error", "")
+    )
+    assert report["survivor_ok"], report["survivor_error"]
 
 
 def test_a_training_step_places_every_role_by_resource(cluster, tiny_model_dir, tmp_path):
