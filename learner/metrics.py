@@ -7,7 +7,9 @@ norm as the step reports them). `objective` ("sft" | "grpo") is the only per-ste
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from mtr.metricsendpoint import MetricsEndpoint
 
 OBJECTIVES = ("sft", "grpo")
 # One optimizer step: well under a second for a tiny model, minutes for a large batch on CPU.
@@ -15,9 +17,10 @@ _STEP_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
 _PUBLISH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 
 
-class LearnerMetrics:
+class LearnerMetrics(MetricsEndpoint):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = r = registry if registry is not None else CollectorRegistry()
+        super().__init__(registry)
+        r = self.registry
         by_objective = ["objective"]
         self.step_seconds = Histogram(
             "mtr_learner_step_seconds", "Time of one optimizer step.", by_objective, buckets=_STEP_BUCKETS, registry=r
@@ -42,7 +45,6 @@ class LearnerMetrics:
         for objective in OBJECTIVES:
             self.step_seconds.labels(objective=objective)
             self.tokens.labels(objective=objective)
-        self._server = None
 
     def observe_step(
         self, objective: str, seconds: float, tokens: int, loss: float, grad_norm: float, kl: float, version: int
@@ -61,14 +63,3 @@ class LearnerMetrics:
     def observe_publish(self, seconds: float, size_bytes: int) -> None:
         self.publish_seconds.observe(seconds)
         self.publish_bytes.inc(size_bytes)
-
-    def serve(self, port: int, host: str = "127.0.0.1") -> int:
-        """Expose /metrics over HTTP on a background thread; port 0 picks a free port. Returns the bound port."""
-        self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return self._server.server_port
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None

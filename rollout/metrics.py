@@ -8,7 +8,9 @@ counter that appears only at its first increment hides the first increment from 
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from mtr.metricsendpoint import MetricsEndpoint
 
 # One GenerateGroups request: a few seconds for a small group on a tiny model, minutes for a large batch.
 _GENERATION_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -16,10 +18,11 @@ _GENERATION_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 _LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 
 
-class RolloutMetrics:
+class RolloutMetrics(MetricsEndpoint):
     def __init__(self, worker: str, registry: CollectorRegistry | None = None) -> None:
         self.worker = worker
-        self.registry = r = registry if registry is not None else CollectorRegistry()
+        super().__init__(registry)
+        r = self.registry
         labels = ["worker"]
         tokens_help = "Policy tokens generated (loss-mask 1; prompts and observations excluded)."
         self.tokens = Counter("mtr_rollout_tokens", tokens_help, labels, registry=r).labels(worker=worker)
@@ -47,7 +50,6 @@ class RolloutMetrics:
         self.inflight = Gauge(
             "mtr_rollout_inflight_sequences", "Sequences being generated on the engine now.", labels, registry=r
         ).labels(worker=worker)
-        self._server = None
 
     def observe_generation(self, tokens: int, traces: int, seconds: float) -> None:
         """Count one finished GenerateGroups request."""
@@ -60,14 +62,3 @@ class RolloutMetrics:
         self.weight_load_seconds.observe(seconds)
         self.weight_load_bytes.inc(size_bytes)
         self.policy_version.set(version)
-
-    def serve(self, port: int, host: str = "127.0.0.1") -> int:
-        """Expose /metrics over HTTP on a background thread; port 0 picks a free port. Returns the bound port."""
-        self._server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        return self._server.server_port
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
