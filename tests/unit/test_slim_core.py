@@ -19,6 +19,7 @@ LIGHT_MODULES = [
     "mtr.modelprep",
     "mtr.datasets",
     "mtr.hubdatasets",
+    "mtr.metricsendpoint",
     "controller.reward",
     "controller.advantages",
     "controller.autoagent",
