@@ -60,27 +60,7 @@ def start(serve_args: list[str], name: str, host: str = "127.0.0.1") -> Simulato
 
 
 async def _create(args, address: str, components: dict):
-    import bm25s  # noqa: F401  (it sets its own logger to DEBUG when imported; quieted before indexing)
+    from simulator.main import build_server
 
-    from mtr.world import generate_world
-    from simulator.main import _backends as build_backends
-    from simulator.metrics import SimulatorMetrics
-    from simulator.security import server_credentials
-    from simulator.server import create_server
-
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
-    credentials = server_credentials(args.tls_cert, args.tls_key) if args.tls_cert else None
-    toolmaker, actor = build_backends(args, generate_world(args.world_seed).documents)
-    components["metrics"] = metrics = SimulatorMetrics()
-    return await create_server(
-        address,
-        actor,
-        toolmaker,
-        replica=args.name,
-        max_argument_chars=args.max_argument_chars,
-        cache_size=args.cache_size,
-        metrics=metrics,
-        auth_token=resolve_token(args.auth_token),
-        credentials=credentials,
-        actor_threads=args.actor_threads,
-    )
+    components["metrics"], started = await build_server(args, address)
+    return started

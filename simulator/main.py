@@ -133,25 +133,22 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             parser.error(f"{flag} {port} leaves no room for {args.replicas} replica(s) below 65536")
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    import asyncio
-    import signal
+async def build_server(args: argparse.Namespace, address: str):
+    """The replica's world, backends, metrics and gRPC server on `address`, as `serve` and a Ray-placed replica
+    both start it; returns (metrics, (server, port))."""
+    import bm25s  # noqa: F401  (it sets its own logger to DEBUG when imported; quieted before indexing)
 
     from mtr.world import generate_world
     from simulator.metrics import SimulatorMetrics
     from simulator.security import server_credentials
     from simulator.server import create_server
 
-    credentials = server_credentials(args.tls_cert, args.tls_key) if args.tls_cert else None
-    world = generate_world(args.world_seed)
-    import bm25s  # noqa: F401  (it sets its own logger to DEBUG when imported; quieted before indexing)
-
     logging.getLogger("bm25s").setLevel(logging.WARNING)
-    toolmaker, actor = _backends(args, world.documents)
+    credentials = server_credentials(args.tls_cert, args.tls_key) if args.tls_cert else None
+    toolmaker, actor = _backends(args, generate_world(args.world_seed).documents)
     metrics = SimulatorMetrics()
-    host = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
-    server, port = await create_server(
-        f"{host}:{args.port}",
+    started = await create_server(
+        address,
         actor,
         toolmaker,
         replica=args.name,
@@ -162,6 +159,15 @@ async def _serve(args: argparse.Namespace) -> int:
         credentials=credentials,
         actor_threads=args.actor_threads,
     )
+    return metrics, started
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    host = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
+    metrics, (server, port) = await build_server(args, f"{host}:{args.port}")
     address = f"{host}:{port}"
     # Loading is synchronous on the loop that serves calls, so no call can see a half-loaded cache.
     try:
@@ -184,10 +190,10 @@ async def _serve(args: argparse.Namespace) -> int:
     log.info(
         "serving on %s%s%s (world seed %d, %d pages, metrics on %s)",
         address,
-        " with TLS" if credentials else "",
+        " with TLS" if args.tls_cert else "",
         " with token auth" if resolve_token(args.auth_token) else "",
         args.world_seed,
-        actor.corpus_size,
+        server.handler.actor.corpus_size,
         metrics_address or "off",
     )
     await stop.wait()
