@@ -94,6 +94,14 @@ class BenchSettings:
     lr: float
     seed: int
     quick: bool
+    trl_micro_batch: int = 2
+
+    def __post_init__(self) -> None:
+        if self.trl_micro_batch < 1 or self.traces_per_step % self.trl_micro_batch:
+            raise ValueError(
+                f"--trl-micro-batch {self.trl_micro_batch} must be a positive divisor of the traces per step "
+                f"({self.questions_per_step} x {self.group_size} = {self.traces_per_step})"
+            )
 
     @property
     def traces_per_step(self) -> int:
@@ -198,6 +206,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-turns", type=int, help="Assistant turns per trace (default 4; quick 2).")
     parser.add_argument("--steps", type=int, help="Measured steps per side (default 3; quick 1).")
     parser.add_argument("--warmup-steps", type=int, default=1, help="Unmeasured steps before them.")
+    parser.add_argument(
+        "--trl-micro-batch",
+        type=int,
+        default=2,
+        help="Traces per TRL forward/backward pass (its per_device_train_batch_size; gradients accumulate over a "
+        "step's traces, so a step is still one update). Its fp32 logits over the full vocabulary are what limits "
+        "memory: 8 traces of ~2k tokens at once did not fit in 24 GB.",
+    )
     parser.add_argument("--sides", type=lambda s: s.split(","), default=list(SIDES), help="mtr,trl")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     return parser
@@ -227,6 +243,7 @@ def _settings(args: argparse.Namespace) -> BenchSettings:
         lr=1e-5,
         seed=0,
         quick=quick,
+        trl_micro_batch=args.trl_micro_batch,
     )
 
 
@@ -550,9 +567,10 @@ def _trl_trainer(settings, model_path, steps, simulator, stats, timer, out_dir):
         seed=settings.seed,
         learning_rate=settings.lr,
         num_generations=settings.group_size,
-        # One optimizer step per generation batch of N questions x G samples, in micro-batches of one group.
-        per_device_train_batch_size=settings.group_size,
-        gradient_accumulation_steps=settings.questions_per_step,
+        # One optimizer step per generation batch of N questions x G samples (TRL generates the whole batch at
+        # once: steps_per_generation defaults to the accumulation steps), in micro-batches of trl_micro_batch.
+        per_device_train_batch_size=settings.trl_micro_batch,
+        gradient_accumulation_steps=settings.traces_per_step // settings.trl_micro_batch,
         max_steps=len(steps),
         shuffle_dataset=False,  # step i trains on questions[i*N : (i+1)*N], as MTR's step i does
         temperature=1.0,
@@ -690,7 +708,8 @@ def caption(settings: BenchSettings, runs: Sequence[ModelRun]) -> str:
         f"{settings.max_turns} turns per trace, tool calls answered by the simulator farm over gRPC; "
         f"{settings.warmup_steps} warm-up step(s) not measured, then {settings.steps}. Identical prompt tokens on "
         "both sides (TRL's tokenizer renders MTR's trace grammar); TRL parses and runs tool calls with its own "
-        "tool loop. MTR's reward is the composite trace reward, TRL's the exact match. `updates`: measured steps "
+        f"tool loop, {settings.trl_micro_batch} traces per forward/backward pass with gradients accumulated over "
+        "the step. MTR's reward is the composite trace reward, TRL's the exact match. `updates`: measured steps "
         "that ended in an optimizer update (MTR skips the update when no group has reward variance). "
         f"MTR's dtype: {settings.dtype}.{breakdown} {os.cpu_count()} CPU cores shared by both sides' processes and "
         "anything else running: `load avg` and `cores: other processes` are measured over each side's steps. "
