@@ -1,13 +1,18 @@
-"""Seconds to get new weights into the rollout engine: in-place sync against an engine restart.
+"""Seconds to get new weights into the rollout engine: in-place sync, both routes, against an engine restart.
 
 Run: `python -m bench.weightsync_bench`.
 
-- Sync, production's path: the learner (LearnerService + DeepSpeed in a Ray actor) takes a small SFT step and
-  publishes its weights to the Ray object store (`PolicyLearner.publish`: bf16 bytes + `ray.put`); the driver
-  then asks the rollout worker (RolloutService + vLLM in a Ray actor) to `LoadWeights` that version, which
-  fetches it from the object store and loads it in place through the worker extension (a weight file in
-  shared memory, `collective_rpc("mtr_load_file")` → `reload_weights`). Timed: the learner's publish seconds
-  plus the LoadWeights round trip. The training step itself is not timed. Repeated; the median is reported.
+- Sync through the object store (`learner.weight_sync: object_store`, the default): the learner
+  (LearnerService + DeepSpeed in a Ray actor) takes a small SFT step and publishes its weights to the Ray
+  object store in buckets (`PolicyLearner.publish`: bf16 bytes + `ray.put`); the driver then asks the rollout
+  worker (RolloutService + vLLM in a Ray actor) to `LoadWeights` that version, which fetches it and loads it in
+  place through the worker extension (a weight file in shared memory, `collective_rpc("mtr_load_file")` →
+  `reload_weights`). Timed: the learner's publish seconds plus the LoadWeights round trip.
+- Sync through the collective group (`learner.weight_sync: collective`): a learner started that way stages its
+  weights after the step; the driver calls LoadWeights on the same rollout worker (now a member of the
+  learner's gloo group; NCCL on GPUs) and SendWeights on the learner together, and the engine loads each bucket
+  as it arrives. Timed: the staging seconds plus that round trip. Joining the group is reported, not timed.
+- Either way the training step itself is not timed. Repeated; the medians are reported.
 - Restart, the alternative: the learner saves a Hugging Face checkpoint (reported, not timed), then the
   rollout worker is stopped and a new one started on that checkpoint, until its first generation returns.
 
@@ -39,6 +44,9 @@ TARGET_RATIO = 60.0
 TARGET_SYNC_S = 0.5
 # A fixed prompt for comparing the synced engine's log-probs with the restarted one's.
 PROBE_IDS = [1, 1234, 567, 89, 4321, 2, 77, 310, 45, 9]
+
+
+METHODS = ("object_store", "collective")
 
 
 @dataclass(frozen=True)
@@ -116,8 +124,10 @@ def _run_config(args: argparse.Namespace, model_path: str, scratch: Path):
 
 
 def _measure(args: argparse.Namespace, model_path: str, scratch: Path) -> dict:
-    """Start the learner and a rollout worker, time the syncs, then the restarts; everything stops on exit."""
+    """Start a learner and a rollout worker; time object-store syncs, then (a second learner, the same engine)
+    collective syncs, then the restarts; everything stops on exit."""
     from controller.services import Services
+    from controller.weightsync import join_weight_group
 
     with Services(_run_config(args, model_path, scratch), scratch / "logs") as services:
         services.start()
@@ -128,10 +138,18 @@ def _measure(args: argparse.Namespace, model_path: str, scratch: Path) -> dict:
         start = time.perf_counter()
         actor, rollout = services.rollout(model_path)
         engine_start_s = time.perf_counter() - start
-        with cpu_window() as sync_window:
-            syncs = [_sync(learner, rollout, _train_sequence()) for _ in range(args.syncs)]
-        print("syncs:", *(f"{s.sync_s:.3f}s" for s in syncs), flush=True)
-        checksums_match = rollout.status(compute_checksum=True).checksum == learner.status(True).checksum
+        methods = {"object_store": _timed_syncs(args.syncs, lambda: _sync(learner, rollout, _train_sequence()))}
+        methods["object_store"]["checksums_match"] = _checksums_match(learner, rollout)
+        learner.close()
+        services.stop_role(learner_actor)
+
+        collective = services.config.learner.model_copy(update={"weight_sync": "collective"})
+        learner_actor, learner = services.learner(model_path, args.syncs + 1, learner=collective)
+        start = time.perf_counter()
+        join_weight_group(learner, rollout)
+        group_join_s = time.perf_counter() - start
+        methods["collective"] = _timed_syncs(args.syncs, lambda: _sync_collective(learner, rollout, _train_sequence()))
+        methods["collective"]["checksums_match"] = _checksums_match(learner, rollout, collective=True)
         synced_logprobs = _probe_logprobs(actor)
         start = time.perf_counter()
         checkpoint = learner.save_checkpoint(str(scratch / "checkpoint"))
@@ -146,25 +164,44 @@ def _measure(args: argparse.Namespace, model_path: str, scratch: Path) -> dict:
                 print(f"restart: {run.restart_s:.1f}s", flush=True)
         logprob_diff = max(abs(a - b) for a, b in zip(_probe_logprobs(actor), synced_logprobs, strict=True))
         rollout.close()
-    sync_median = median([s.sync_s for s in syncs])
     restart_median = median([r.restart_s for r in restarts])
+    for result in methods.values():
+        result["ratio_restart_over_sync"] = round(ratio(restart_median, result["sync_median_s"]), 1)
     return {
         "learner_start_s": round(learner_start_s, 1),
         "engine_start_s": round(engine_start_s, 1),
+        "group_join_s": round(group_join_s, 2),
         "checkpoint_save_s": round(checkpoint_s, 2),
-        "syncs": [asdict(s) for s in syncs],
-        "sync_median_s": round(sync_median, 3),
-        "sync_bytes": syncs[-1].bytes if syncs else 0,
+        "methods": methods,
         "restarts": [asdict(r) for r in restarts],
         "restart_median_s": round(restart_median, 2),
-        "ratio_restart_over_sync": round(ratio(restart_median, sync_median), 1),
         "target_ratio": TARGET_RATIO,
         "target_sync_s": TARGET_SYNC_S,
-        "checksums_match": checksums_match,
         "restart_logprob_max_diff": round(logprob_diff, 4),
-        "sync_load": asdict(_load(sync_window)),
         "restart_load": asdict(_load(restart_window)),
     }
+
+
+def _timed_syncs(count: int, sync) -> dict:
+    with cpu_window() as window:
+        syncs = [sync() for _ in range(count)]
+    print("syncs:", *(f"{s.sync_s:.3f}s" for s in syncs), flush=True)
+    return {
+        "syncs": [asdict(s) for s in syncs],
+        "sync_median_s": round(median([s.sync_s for s in syncs]), 3),
+        "sync_bytes": syncs[-1].bytes if syncs else 0,
+        "load": asdict(_load(window)),
+    }
+
+
+def _checksums_match(learner, rollout, collective: bool = False) -> bool:
+    """The engine holds exactly the learner's weights (a collective worker hashes what it received, so it
+    receives one more version with the hash kept)."""
+    if collective:
+        held = _sync_collective(learner, rollout, _train_sequence(), verify=True).checksum
+    else:
+        held = rollout.status(compute_checksum=True).checksum
+    return held == learner.status(True).checksum
 
 
 def _one_task(services):
@@ -187,7 +224,22 @@ def _sync(learner, rollout, sequence) -> SyncRun:
     step = learner.train_step(lpb.OBJECTIVE_SFT, [sequence], publish_weights=True)
     start = time.perf_counter()
     loaded = rollout.load_weights(step.version)
-    load_rpc_s = time.perf_counter() - start
+    return _sync_run(step, loaded, time.perf_counter() - start)
+
+
+def _sync_collective(learner, rollout, sequence, verify: bool = False):
+    """One collective sync; with `verify`, returns the worker's reply (with its checksum) instead."""
+    from controller.weightsync import collective_load
+    from mtr.v1 import learner_service_pb2 as lpb
+
+    step = learner.train_step(lpb.OBJECTIVE_SFT, [sequence], publish_weights=True)
+    start = time.perf_counter()
+    [loaded], _ = collective_load(step.version, learner, rollout, verify=verify)
+    run = _sync_run(step, loaded, time.perf_counter() - start)
+    return loaded if verify else run
+
+
+def _sync_run(step, loaded, load_rpc_s: float) -> SyncRun:
     if loaded.bytes != step.publish_bytes:
         raise RuntimeError(
             f"rollout loaded {loaded.bytes} bytes of version {step.version}, learner published {step.publish_bytes}"
@@ -235,48 +287,56 @@ def _load(window) -> Load:
 
 
 def markdown_table(document: dict) -> str:
-    """The two ways to new weights, their median seconds and what makes them up, and restart/sync."""
-    syncs, restarts = document["syncs"], document["restarts"]
-    sync_s, restart_s = document["sync_median_s"], document["restart_median_s"]
-    publish = median([s["publish_s"] for s in syncs])
-    fetch_load = median([s["load_rpc_s"] for s in syncs])
-    engine = median([s["engine_load_s"] for s in syncs])
+    """The ways to new weights, their median seconds and what makes them up, and restart/sync."""
+    restarts, restart_s = document["restarts"], document["restart_median_s"]
     parts = {key: median([r[key] for r in restarts]) for key in ("stop_s", "start_s", "first_generate_s")}
-    sync_parts = (
-        f"publish {publish:.3f} s + LoadWeights {fetch_load:.3f} s (of which engine load {engine:.3f} s); "
-        f"{document['sync_bytes'] / 1e6:.0f} MB"
-    )
     restart_parts = (
         f"stop {parts['stop_s']:.1f} s + start {parts['start_s']:.1f} s + first generate "
         f"{parts['first_generate_s']:.2f} s"
     )
     lines = [
-        "| new weights by | median s | runs | made of (medians) | vs sync |",
+        "| new weights by | median s | runs | made of (medians) | restart / this |",
         "|---|---:|---:|---|---:|",
-        f"| in-place sync (object store) | {sync_s:.3f} | {len(syncs)} | {sync_parts} | 1.0x |",
-        f"| engine restart from checkpoint | {restart_s:.1f} | {len(restarts)} | {restart_parts} "
-        f"| {ratio(restart_s, sync_s):.0f}x |",
     ]
+    labels = {"object_store": ("publish", "LoadWeights"), "collective": ("stage", "SendWeights + LoadWeights")}
+    for method, result in document["methods"].items():
+        syncs = result["syncs"]
+        first, second = labels[method]
+        made_of = (
+            f"{first} {median([s['publish_s'] for s in syncs]):.3f} s + {second} "
+            f"{median([s['load_rpc_s'] for s in syncs]):.3f} s (of which engine load "
+            f"{median([s['engine_load_s'] for s in syncs]):.3f} s); {result['sync_bytes'] / 1e6:.0f} MB"
+        )
+        lines.append(
+            f"| in-place sync ({method.replace('_', ' ')}) | {result['sync_median_s']:.3f} | {len(syncs)} | {made_of} "
+            f"| {result['ratio_restart_over_sync']:.0f}x |"
+        )
+    lines.append(f"| engine restart from checkpoint | {restart_s:.1f} | {len(restarts)} | {restart_parts} | 1x |")
     return "\n".join(lines) + "\n"
 
 
 def _caption(document: dict) -> str:
     """Under the table: the targets, the checks, and how busy the machine was."""
-    sync_ok = "met" if document["sync_median_s"] <= TARGET_SYNC_S else "not met"
-    ratio_ok = "met" if document["ratio_restart_over_sync"] >= TARGET_RATIO else "not met"
-    sync_load, restart_load = document["sync_load"], document["restart_load"]
+    verdicts = []
+    for method, result in document["methods"].items():
+        sync_ok = "met" if result["sync_median_s"] <= TARGET_SYNC_S else "not met"
+        ratio_ok = "met" if result["ratio_restart_over_sync"] >= TARGET_RATIO else "not met"
+        verdicts.append(
+            f"{method.replace('_', ' ')}: sync <= {TARGET_SYNC_S} s {sync_ok}, restart/sync >= {TARGET_RATIO:.0f}x "
+            f"{ratio_ok}, engine checksum equals the learner's {result['checksums_match']}, machine: "
+            f"{_describe(result['load'])}"
+        )
     return (
-        f"Model {document['settings']['model']} ({document['settings']['dtype']} on the wire). Sync: the learner "
-        f"(LearnerService, DeepSpeed, Ray actor) publishes after an SFT step (the step is not timed) and the rollout "
-        f"worker (RolloutService, vLLM, Ray actor) fetches and loads that version in place; restart: stop the worker, "
-        f"start one on the learner's saved checkpoint (saving took {document['checkpoint_save_s']:.1f} s, not "
-        f"counted), first generation of 8 tokens. Targets: sync <= {TARGET_SYNC_S} s {sync_ok}, restart/sync >= "
-        f"{TARGET_RATIO:.0f}x {ratio_ok} ({document['ratio_restart_over_sync']:.0f}x). Checks: engine checksum equals "
-        f"the learner's after the syncs: {document['checksums_match']}; restarted engine's log-probs within "
-        f"{document['restart_logprob_max_diff']:.4f} of the synced engine's. Untimed: learner start "
-        f"{document['learner_start_s']:.0f} s, first engine start {document['engine_start_s']:.0f} s. "
-        f"{document['machine']['cpus']} CPU cores; during the syncs {_describe(sync_load)}; during the restarts "
-        f"{_describe(restart_load)}. `python -m bench.weightsync_bench`\n"
+        f"Model {document['settings']['model']} ({document['settings']['dtype']} on the wire). A sync follows an SFT "
+        f"step of the learner (LearnerService, DeepSpeed, Ray actor; the step is not timed) and ends when the "
+        f"rollout worker (RolloutService, vLLM, Ray actor) has loaded that version in place. Restart: stop the "
+        f"worker, start one on the learner's saved checkpoint (saving took {document['checkpoint_save_s']:.1f} s, not "
+        f"counted), first generation of 8 tokens; the restarted engine's log-probs are within "
+        f"{document['restart_logprob_max_diff']:.4f} of the collectively synced engine's. Targets and checks: "
+        f"{'; '.join(verdicts)}. Untimed: learner start {document['learner_start_s']:.0f} s, first engine start "
+        f"{document['engine_start_s']:.0f} s, joining the weight group {document['group_join_s']:.1f} s. "
+        f"{document['machine']['cpus']} CPU cores; during the restarts {_describe(document['restart_load'])}. "
+        "`python -m bench.weightsync_bench`\n"
     )
 
 

@@ -66,6 +66,12 @@ class RolloutPool:
         jobs = [self._threads.submit(w.load_weights, version, compute_checksum) for w in self.workers]
         return [job.result() for job in jobs]
 
+    def join_weight_group(self, group, first_rank: int = 1) -> int:
+        """Every worker joins the learner's weight group (concurrently: the group forms once all are in);
+        worker i takes rank first_rank + i. Returns the ranks taken."""
+        jobs = [self._threads.submit(w.join_weight_group, group, first_rank + i) for i, w in enumerate(self.workers)]
+        return sum(job.result() for job in jobs)
+
     def status(self, compute_checksum: bool = False) -> list[rpb.GetRolloutStatusResponse]:
         return [w.status(compute_checksum) for w in self.workers]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from controller.farm import SimulatorFarm, create_farm
 from controller.metricstargets import MetricsTargets
 from controller.rolloutpool import RolloutPool
-from mtr.config import RunConfig
+from mtr.config import LearnerConfig, RunConfig
 from mtr.placement import LOOPBACK, NODE_IP, RoleSpec, check_resources, launch, shutdown
 from mtr.serviceclients import LearnerClient, RolloutClient
 from mtr.simclient import SimulatorClient
@@ -125,9 +125,12 @@ class Services:
             )
         return [actor for actor, _ in started], RolloutPool([client for _, client in started])
 
-    def learner(self, model_path: str, total_steps: int) -> tuple[object, LearnerClient]:
-        """The learner (DeepSpeed, `learner.world_size` ranks) behind LearnerService."""
-        learner = self.config.learner
+    def learner(
+        self, model_path: str, total_steps: int, learner: LearnerConfig | None = None
+    ) -> tuple[object, LearnerClient]:
+        """The learner (DeepSpeed, `learner.world_size` ranks) behind LearnerService; `learner` replaces the
+        run's learner settings (a benchmark comparing two of them in one run)."""
+        learner = learner or self.config.learner
         # With several ranks the host only serves gRPC; each rank actor reserves its own CPUs/GPUs.
         host_cpus = learner.num_cpus_per_rank if learner.world_size == 1 else 0.0
         spec = RoleSpec(

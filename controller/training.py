@@ -1,7 +1,7 @@
 """Stage 1 (SFT on AutoAgent traces) and Stage 2 (GRPO on rollout groups), driven over gRPC.
 
-After every update that should reach the policy, the learner publishes a new weights version to the Ray
-object store and the rollout worker loads it in place; the controller only passes version numbers.
+After every update that should reach the policy, the learner publishes a new weights version and the rollout
+workers load it in place (controller.weightsync); the controller only passes version numbers.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from controller.reward import COMPONENTS, RewardBreakdown
 from controller.rolloutpool import RolloutPool
 from controller.rundir import RunDirectory
 from controller.sft import SFTTrainer, tokenize
+from controller.weightsync import sync_weights
 from mtr.config import RunConfig
 from mtr.grammar import Trace
 from mtr.serviceclients import LearnerClient, RolloutClient
@@ -26,39 +27,6 @@ from mtr.v1 import learner_service_pb2 as lpb
 from mtr.v1 import rollout_service_pb2 as rpb
 
 log = logging.getLogger("mtr.train")
-
-
-def sync_weights(
-    version: int,
-    publish_seconds: float,
-    learner: LearnerClient,
-    rollout: RolloutClient | RolloutPool,
-    metrics: ControllerMetrics,
-    run_dir: RunDirectory,
-    verify: bool = False,
-) -> bool | None:
-    """Load `version` on every rollout worker; with `verify`, compare their checksums with the learner's."""
-    replies = rollout.load_weights(version, compute_checksum=verify)
-    replies = replies if isinstance(replies, list) else [replies]
-    load_seconds = max(r.seconds for r in replies)  # workers load concurrently
-    total_bytes = sum(r.bytes for r in replies)
-    metrics.weight_sync.observe(publish_seconds + load_seconds)
-    metrics.weight_sync_bytes.inc(total_bytes)
-    metrics.policy_version.set(version)
-    match = None
-    if verify:
-        expected = learner.status(compute_checksum=True).checksum
-        match = all(r.checksum == expected for r in replies)
-    run_dir.log(
-        "weight_sync",
-        version,
-        publish_seconds=publish_seconds,
-        load_seconds=load_seconds,
-        bytes=total_bytes,
-        workers=len(replies),
-        checksum_match=match,
-    )
-    return match
 
 
 def grpo_sequence(trace: rpb.Trace, advantage: float) -> lpb.TrainSequence:
@@ -100,7 +68,14 @@ class SFTStepper:
         losses, last = trainer.run(publish_last=True)
         if last is not None:
             self.checksums_match = sync_weights(
-                last.version, last.publish_seconds, self.learner, self.rollout, self.metrics, self.run_dir, verify=True
+                last.version,
+                last.publish_seconds,
+                self.learner,
+                self.rollout,
+                self.metrics,
+                self.run_dir,
+                verify=True,
+                collective=self.config.learner.weight_sync == "collective",
             )
             log.info("SFT weights v%d on the rollout worker; checksum match: %s", last.version, self.checksums_match)
         return losses
@@ -238,7 +213,13 @@ class GRPOStepper:
         """Bring the rollout workers to the learner's latest version (waits for a generation in flight)."""
         if self.loaded_version != self.learner_version:
             sync_weights(
-                self.learner_version, self._publish_seconds, self.learner, self.rollout, self.metrics, self.run_dir
+                self.learner_version,
+                self._publish_seconds,
+                self.learner,
+                self.rollout,
+                self.metrics,
+                self.run_dir,
+                collective=self.config.learner.weight_sync == "collective",
             )
             self.loaded_version = self.learner_version
 

@@ -30,10 +30,11 @@ import torch
 from learner.losses import GRPOStats, grpo_loss, sft_loss, token_logprobs
 from mtr.config import LearnerConfig
 from mtr.modelprep import resolve_model_path
+from mtr.placement import bind_address
 from mtr.weights import weights_checksum
 
 if TYPE_CHECKING:
-    from mtr.broadcast import PublishInfo, WeightBroadcast
+    from mtr.broadcast import PublishInfo, WeightBroadcast, WeightGroupInfo
 
 # Floor of the cosine schedule, as a share of the peak rate: steps past `total_steps` still learn.
 MIN_LR_RATIO = 0.1
@@ -102,6 +103,10 @@ class LearnerLike(Protocol):
     def load_state(self, path: str | Path) -> int: ...
 
     def publish(self, version: int, broadcast: str) -> PublishInfo: ...
+
+    def open_weight_group(self, receivers: int, host: str) -> WeightGroupInfo: ...
+
+    def send_weights(self, version: int) -> PublishInfo: ...
 
 
 def _free_port() -> int:
@@ -575,11 +580,28 @@ class PolicyLearner:
         The broadcast is made once per kind and kept: the Ray variant's published objects are owned by
         this process, so they live as long as it does.
         """
+        return self._broadcast(broadcast).publish(version, self.named_weights(), dtype=self.config.precision)
+
+    def open_weight_group(self, receivers: int, host: str) -> WeightGroupInfo:
+        """Open the collective weight group as its rank 0 on `host` (NODE_IP: this node's IP). The rollout
+        workers join it at the address returned; the group forms in the background as they do."""
+        return self._broadcast("collective").open(receivers, bind_address(host))
+
+    def send_weights(self, version: int) -> PublishInfo:
+        """Broadcast the version the last collective publish staged to every rollout worker of the group."""
+        return self._broadcast("collective").send(version)
+
+    def _broadcast(self, kind: str) -> WeightBroadcast:
         from mtr.broadcast import create_broadcast
 
-        if broadcast not in self._broadcasts:
-            self._broadcasts[broadcast] = create_broadcast(broadcast)
-        return self._broadcasts[broadcast].publish(version, self.named_weights(), dtype=self.config.precision)
+        if kind not in self._broadcasts:
+            self._broadcasts[kind] = create_broadcast(
+                kind,
+                bucket_bytes=self.config.weight_bucket_mb << 20,
+                timeout_s=self.config.weight_sync_timeout_s,
+                device=str(self._device),
+            )
+        return self._broadcasts[kind]
 
     def save_state(self, path: str | Path) -> Path:
         """Write everything an exact continuation needs into directory `path`; every rank must call it.

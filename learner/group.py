@@ -39,7 +39,7 @@ from learner.engine import (
 from mtr.config import LearnerConfig
 
 if TYPE_CHECKING:
-    from mtr.broadcast import PublishInfo
+    from mtr.broadcast import PublishInfo, WeightGroupInfo
 
 LOOPBACK = "127.0.0.1"
 
@@ -361,6 +361,18 @@ class RayLearnerGroup:
     def publish(self, version: int, broadcast: str) -> PublishInfo:
         """Rank 0 publishes: the weights are in its process, and it owns the published objects."""
         return self._on_weights("publish", version, broadcast)
+
+    def open_weight_group(self, receivers: int, host: str) -> WeightGroupInfo:
+        """Rank 0 opens it: the staged weights are in its process."""
+        return self._rank0("open_weight_group", receivers, host)
+
+    def send_weights(self, version: int) -> PublishInfo:
+        return self._rank0("send_weights", version)
+
+    def _rank0(self, method: str, *args: Any) -> Any:
+        """Rank 0 alone, even under ZeRO-3: what it needs was gathered when the weights were published."""
+        self._check_usable()
+        return self._gather([self._actors[0].on_weights.remote(method, *args)], method)[0]
 
     def save_state(self, path: str | Path) -> Path:
         """Every rank writes its part (optimizer shard, RNG; rank 0 the KL reference) under `path`, which all

@@ -14,6 +14,7 @@ import os
 from learner.metrics import LearnerMetrics
 from mtr.config import LearnerConfig
 from mtr.grpcutil import BackgroundServer
+from mtr.placement import LOOPBACK, NODE_IP
 
 
 class LearnerHost:
@@ -50,12 +51,13 @@ def start(
     model_path: str,
     learner: dict,
     total_steps: int,
-    broadcast: str = "ray",
-    host: str = "127.0.0.1",
+    broadcast: str | None = None,
+    host: str = LOOPBACK,
     metrics_port: int = 0,
 ) -> LearnerHost:
     """Build the learner `learner` (a LearnerConfig dump) describes and serve it on `host` (port chosen freely);
-    its metrics on `host`:`metrics_port` (0: a free port)."""
+    its metrics on `host`:`metrics_port` (0: a free port). `broadcast` ("ray", "collective" or "local")
+    defaults to what `learner.weight_sync` asks for."""
     from learner.group import create_learner
     from learner.service import create_server
 
@@ -63,6 +65,9 @@ def start(
     if config.world_size == 1:
         _single_rank_rendezvous()
     engine = create_learner(model_path, config, total_steps)
+    broadcast = broadcast or ("collective" if config.weight_sync == "collective" else "ray")
+    # A collective group's rank 0 listens on its own node's IP (a learner group's rank 0 may be elsewhere).
+    group_host = LOOPBACK if host == LOOPBACK else NODE_IP
 
     def publish(version: int) -> tuple[float, int]:
         info = engine.publish(version, broadcast)
@@ -70,7 +75,9 @@ def start(
 
     metrics = LearnerMetrics()
     try:
-        server = BackgroundServer(lambda address: create_server(address, engine, publish, metrics), host=host)
+        server = BackgroundServer(
+            lambda address: create_server(address, engine, publish, metrics, group_host), host=host
+        )
         metrics_address = f"{host}:{metrics.serve(metrics_port, host)}"
     except BaseException:
         close = getattr(engine, "close", None)

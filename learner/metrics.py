@@ -36,7 +36,8 @@ class LearnerMetrics(MetricsEndpoint):
         self.policy_version = Gauge("mtr_learner_policy_version", "Weights version of the learner.", registry=r)
         self.publish_seconds = Histogram(
             "mtr_learner_weight_publish_seconds",
-            "Time to publish one weights version for rollout workers.",
+            "Time to publish one weights version for rollout workers (collective weight sync: to stage it; "
+            "the broadcast itself is in the controller's mtr_weight_sync_seconds).",
             buckets=_PUBLISH_BUCKETS,
             registry=r,
         )

@@ -1,5 +1,6 @@
-"""The gRPC face of the learner: LearnerService (TrainStep, GetStatus, SaveCheckpoint, RestoreCheckpoint)
-plus standard health. It serves any `LearnerLike`: one in-process rank or a Ray group of ranks.
+"""The gRPC face of the learner: LearnerService (TrainStep, GetStatus, SaveCheckpoint, RestoreCheckpoint,
+OpenWeightGroup, SendWeights) plus standard health.
+It serves any `LearnerLike`: one in-process rank or a Ray group of ranks.
 
 Learner calls block for seconds, so they run in a worker thread (one at a time, in arrival order) while
 the event loop keeps answering health checks. Bad requests come back as INVALID_ARGUMENT, learner
@@ -21,6 +22,7 @@ import grpc
 
 from learner.metrics import LearnerMetrics
 from mtr.grpcutil import CHANNEL_OPTIONS, add_health
+from mtr.placement import LOOPBACK
 from mtr.v1 import learner_service_pb2 as pb
 from mtr.v1 import learner_service_pb2_grpc as pb_grpc
 
@@ -50,9 +52,16 @@ def sequences_from_proto(messages: Sequence[pb.TrainSequence]) -> list[TrainSequ
 
 
 class LearnerServicer(pb_grpc.LearnerServiceServicer):
-    def __init__(self, learner: LearnerLike, publish: PublishFn | None, metrics: LearnerMetrics | None = None) -> None:
+    def __init__(
+        self,
+        learner: LearnerLike,
+        publish: PublishFn | None,
+        metrics: LearnerMetrics | None = None,
+        weight_group_host: str = LOOPBACK,
+    ) -> None:
         self.learner = learner
         self.publish = publish
+        self.weight_group_host = weight_group_host  # where rank 0 of a collective weight group listens
         self.metrics = metrics if metrics is not None else LearnerMetrics()
         self.steps = 0
         self._lock = asyncio.Lock()  # the learner is not thread-safe: one call at a time
@@ -146,9 +155,33 @@ class LearnerServicer(pb_grpc.LearnerServiceServicer):
         version = await self._run(context, "RestoreCheckpoint", self.learner.load_state, state)
         return pb.RestoreCheckpointResponse(version=version)
 
+    async def OpenWeightGroup(
+        self, request: pb.OpenWeightGroupRequest, context: grpc.aio.ServicerContext
+    ) -> pb.OpenWeightGroupResponse:
+        if request.receivers < 1:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"OpenWeightGroup: {request.receivers} receivers")
+        info = await self._run(
+            context, "OpenWeightGroup", self.learner.open_weight_group, request.receivers, self.weight_group_host
+        )
+        return pb.OpenWeightGroupResponse(
+            address=info.address, backend=info.backend, world_size=info.world_size, timeout_s=info.timeout_s
+        )
+
+    async def SendWeights(
+        self, request: pb.SendWeightsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SendWeightsResponse:
+        info = await self._run(context, "SendWeights", self.learner.send_weights, request.version)
+        return pb.SendWeightsResponse(
+            version=info.version, seconds=info.seconds, bytes=info.bytes, buckets=info.buckets
+        )
+
 
 async def create_server(
-    address: str, learner: LearnerLike, publish: PublishFn | None = None, metrics: LearnerMetrics | None = None
+    address: str,
+    learner: LearnerLike,
+    publish: PublishFn | None = None,
+    metrics: LearnerMetrics | None = None,
+    weight_group_host: str = LOOPBACK,
 ) -> tuple[grpc.aio.Server, int]:
     """Bind `address` ("host:port"; port 0 picks a free one), start serving, return the server and bound port."""
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
@@ -156,7 +189,8 @@ async def create_server(
         port = server.add_insecure_port(address)
     except RuntimeError as exc:
         raise OSError(f"learner: cannot listen on {address} (in use, or not an address of this host)") from exc
-    pb_grpc.add_LearnerServiceServicer_to_server(LearnerServicer(learner, publish, metrics), server)
+    servicer = LearnerServicer(learner, publish, metrics, weight_group_host)
+    pb_grpc.add_LearnerServiceServicer_to_server(servicer, server)
     await add_health(server, [SERVICE_NAME])
     await server.start()
     return server, port

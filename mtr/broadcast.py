@@ -1,23 +1,36 @@
-"""Weight broadcast from the learner to rollout workers: an interface, a Ray object-store variant, a local one.
+"""Weight broadcast from the learner to rollout workers: an interface; object-store, collective and local variants.
 
 The learner publishes packed Hugging Face-named tensors under a version; each rollout worker fetches the
-version the controller tells it to load. The Ray variant keeps the tensors in the object store (works
-across nodes; the learner owns the objects) and a small named registry actor maps versions to object refs,
-so neither side needs the other's handle. An NCCL collective variant for GPU clusters fits the same interface.
-Ray is imported lazily: importing this module stays cheap.
+version the controller tells it to load. The Ray variant keeps the tensors in the object store in buckets of
+`bucket_bytes` (works across nodes; the learner owns the objects; neither end holds more than about a bucket
+beyond its weights) and a small named registry actor maps versions to the buckets' object refs, so neither
+side needs the other's handle. The collective variant stages a version on the learner and broadcasts it to
+a group of the learner and every rollout engine (NCCL on GPUs, gloo on CPU; `mtr.weightgroup`).
+Ray and torch are imported lazily: importing this module stays cheap.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from mtr.weights import PackedTensor, pack_state_dict
+from mtr.weights import PackedTensor, pack_buckets, pack_state_dict
 
 REGISTRY_NAME = "mtr-weight-registry"
 REGISTRY_NAMESPACE = "mtr"
+DEFAULT_BUCKET_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class WeightGroupInfo:
+    """Where the rollout workers join a collective weight group, and on what terms."""
+
+    address: str
+    backend: str
+    world_size: int
+    timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -25,12 +38,15 @@ class PublishInfo:
     version: int
     seconds: float
     bytes: int
+    buckets: int = 1
 
 
 class WeightBroadcast(Protocol):
     def publish(self, version: int, named_tensors: Iterable, dtype: str = "bfloat16") -> PublishInfo: ...
 
-    def fetch(self, version: int) -> list[PackedTensor]: ...
+    def fetch(self, version: int) -> Iterable[PackedTensor]:
+        """The tensors of `version`, in publish order; raises KeyError at once when it was never published."""
+        ...
 
 
 class InProcessBroadcast:
@@ -55,14 +71,14 @@ class InProcessBroadcast:
 
 
 class _Registry:
-    """Named Ray actor: version -> [ObjectRef]. Refs are wrapped in a list so Ray does not resolve them."""
+    """Named Ray actor: version -> the ObjectRefs of its buckets. Refs inside a list are not resolved by Ray."""
 
     def __init__(self, keep: int) -> None:
         self._refs: dict[int, list] = {}
         self._keep = keep
 
-    def put(self, version: int, wrapped_ref: list) -> None:
-        self._refs[version] = wrapped_ref
+    def put(self, version: int, bucket_refs: list) -> None:
+        self._refs[version] = bucket_refs
         for old in sorted(self._refs)[: -self._keep]:
             del self._refs[old]
 
@@ -74,10 +90,13 @@ class _Registry:
 
 
 class RayObjectStoreBroadcast:
-    def __init__(self, keep: int = 2) -> None:
+    def __init__(self, keep: int = 2, bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> None:
         import ray
 
+        if bucket_bytes < 1:
+            raise ValueError(f"bucket_bytes must be positive, got {bucket_bytes}")
         self._ray = ray
+        self._bucket_bytes = bucket_bytes
         self._registry = (
             ray.remote(num_cpus=0)(_Registry)
             .options(name=REGISTRY_NAME, namespace=REGISTRY_NAMESPACE, get_if_exists=True, lifetime=None)
@@ -85,23 +104,92 @@ class RayObjectStoreBroadcast:
         )
 
     def publish(self, version: int, named_tensors: Iterable, dtype: str = "bfloat16") -> PublishInfo:
+        """Pack and put one bucket at a time, then register the version once every bucket is in the store."""
         start = time.perf_counter()
-        packed = pack_state_dict(named_tensors, dtype=dtype)
-        ref = self._ray.put(packed)
-        self._ray.get(self._registry.put.remote(version, [ref]))
-        return PublishInfo(version, time.perf_counter() - start, sum(len(p.data) for p in packed))
+        refs, size = [], 0
+        for bucket in pack_buckets(named_tensors, self._bucket_bytes, dtype=dtype):
+            refs.append(self._ray.put(bucket))
+            size += sum(len(p.data) for p in bucket)
+        self._ray.get(self._registry.put.remote(version, refs))
+        return PublishInfo(version, time.perf_counter() - start, size, len(refs))
 
-    def fetch(self, version: int) -> list[PackedTensor]:
-        wrapped = self._ray.get(self._registry.get.remote(version))
-        if wrapped is None:
+    def fetch(self, version: int) -> Iterator[PackedTensor]:
+        refs = self._ray.get(self._registry.get.remote(version))
+        if refs is None:
             known = self._ray.get(self._registry.versions.remote())
             raise KeyError(f"weights version {version} is not in the object store (have {known})")
-        return self._ray.get(wrapped[0])
+        return self._stream(refs)
+
+    def _stream(self, refs: list) -> Iterator[PackedTensor]:
+        """Bucket by bucket, so a rollout host holds one fetched bucket at a time."""
+        for ref in refs:
+            bucket = self._ray.get(ref)
+            yield from bucket
+            del bucket
 
 
-def create_broadcast(kind: str) -> WeightBroadcast:
+class CollectiveBroadcast:
+    """The sender's side of a collective weight group (`mtr.weightgroup`): `publish` stages a version, and
+    `send` broadcasts it once the controller has every rollout worker receiving (LoadWeights).
+
+    Receivers take weights from the group inside their engines, not through `fetch`.
+    """
+
+    def __init__(self, bucket_bytes: int = DEFAULT_BUCKET_BYTES, timeout_s: float = 600.0, device: str = "cpu"):
+        self._bucket_bytes = bucket_bytes
+        self._timeout_s = timeout_s
+        self._device = device
+        self._pending = None  # PendingGroup once opened
+        self._staged = None  # StagedWeights of the last publish
+
+    def open(self, receivers: int, host: str) -> WeightGroupInfo:
+        """Open the group on `host` for `receivers` ranks; asked again for as many, the same group."""
+        from mtr.weightgroup import WeightGroup, backend_for
+
+        if self._pending is not None:
+            if self._pending.world_size != receivers + 1:
+                raise ValueError(
+                    f"this learner's weight group at {self._pending.address} has {self._pending.world_size - 1} "
+                    f"receivers; it cannot be reopened for {receivers}"
+                )
+        else:
+            backend = backend_for(self._device)
+            self._pending = WeightGroup.create(host, receivers + 1, backend, self._timeout_s, self._device)
+        pending = self._pending
+        return WeightGroupInfo(pending.address, pending.backend, pending.world_size, self._timeout_s)
+
+    def publish(self, version: int, named_tensors: Iterable, dtype: str = "bfloat16") -> PublishInfo:
+        from mtr.weightgroup import stage
+
+        start = time.perf_counter()
+        self._staged = stage(version, named_tensors, dtype, self._bucket_bytes, self._device)
+        return PublishInfo(version, time.perf_counter() - start, self._staged.bytes, len(self._staged.buffers))
+
+    def send(self, version: int) -> PublishInfo:
+        """Broadcast the staged `version`; returns when every receiver has it."""
+        if self._pending is None:
+            raise ValueError("no weight group is open: call OpenWeightGroup first")
+        group = self._pending.wait()
+        if self._staged is None or self._staged.version != version:
+            held = "nothing" if self._staged is None else f"version {self._staged.version}"
+            message = f"weights version {version} was not published; the learner has {held} staged"
+            group.send_error(message)  # the receivers are waiting in LoadWeights: release them with the reason
+            raise ValueError(message)
+        start = time.perf_counter()
+        sent = group.send(self._staged)
+        return PublishInfo(version, time.perf_counter() - start, sent, len(self._staged.buffers))
+
+    def fetch(self, version: int) -> list[PackedTensor]:
+        raise NotImplementedError("collective weights are received inside the rollout engine, not fetched")
+
+
+def create_broadcast(
+    kind: str, bucket_bytes: int = DEFAULT_BUCKET_BYTES, timeout_s: float = 600.0, device: str = "cpu"
+) -> WeightBroadcast:
+    if kind == "collective":
+        return CollectiveBroadcast(bucket_bytes, timeout_s, device)
     if kind == "ray":
-        return RayObjectStoreBroadcast()
+        return RayObjectStoreBroadcast(bucket_bytes=bucket_bytes)
     if kind == "local":
         return InProcessBroadcast()
-    raise ValueError(f"unknown weight broadcast {kind!r} (expected 'ray' or 'local')")
+    raise ValueError(f"unknown weight broadcast {kind!r} (expected 'ray', 'collective' or 'local')")

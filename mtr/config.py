@@ -130,6 +130,22 @@ class LearnerConfig(_Strict):
         "must equal model.dtype so the rollout engine runs exactly the learner's weights.",
     )
     micro_batch_tokens: int = Field(4096, ge=256, description="Token budget of one micro-batch.")
+    weight_sync: Literal["object_store", "collective"] = Field(
+        "object_store",
+        description="How new weights reach the rollout workers. object_store: through Ray's object store (any "
+        "nodes, no setup). collective: a broadcast from the learner to every rollout engine in a group of "
+        "their own (NCCL on GPUs, gloo on CPU); rank 0's address must be reachable from the rollout nodes.",
+    )
+    weight_bucket_mb: int = Field(
+        256,
+        ge=1,
+        le=65536,
+        description="Weights travel in buckets of this many MiB: the learner and each rollout host hold about "
+        "one bucket beyond the weights while a sync runs.",
+    )
+    weight_sync_timeout_s: float = Field(
+        600.0, gt=0.0, description="collective: how long ranks wait for each other (joining, or in a sync)."
+    )
     clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="GRPO importance-ratio clip.")
     world_size: int = Field(
         1,

@@ -61,6 +61,17 @@ class RolloutClient(_Client):
         request = rpb.LoadWeightsRequest(version=version, compute_checksum=compute_checksum)
         return self._call(self._stub.LoadWeights, request, "RolloutService.LoadWeights")
 
+    def join_weight_group(self, group: lpb.OpenWeightGroupResponse, rank: int) -> int:
+        """Join the learner's collective weight group as `rank`; returns the ranks the engine took."""
+        request = rpb.JoinWeightGroupRequest(
+            address=group.address,
+            rank=rank,
+            world_size=group.world_size,
+            backend=group.backend,
+            timeout_s=group.timeout_s,
+        )
+        return self._call(self._stub.JoinWeightGroup, request, "RolloutService.JoinWeightGroup").ranks
+
     def status(self, compute_checksum: bool = False) -> rpb.GetRolloutStatusResponse:
         request = rpb.GetRolloutStatusRequest(compute_checksum=compute_checksum)
         return self._call(self._stub.GetStatus, request, "RolloutService.GetStatus", timeout_s=120)
@@ -96,6 +107,16 @@ class LearnerClient(_Client):
         """Write a Hugging Face checkpoint at `path`; with `training_state`, also what resuming needs."""
         request = lpb.SaveCheckpointRequest(path=path, training_state=training_state)
         return self._call(self._stub.SaveCheckpoint, request, "LearnerService.SaveCheckpoint").path
+
+    def open_weight_group(self, receivers: int) -> lpb.OpenWeightGroupResponse:
+        """Open the collective weight group (rank 0: the learner) for `receivers` rollout engine workers."""
+        request = lpb.OpenWeightGroupRequest(receivers=receivers)
+        return self._call(self._stub.OpenWeightGroup, request, "LearnerService.OpenWeightGroup")
+
+    def send_weights(self, version: int) -> lpb.SendWeightsResponse:
+        """Broadcast the published `version` to the group; returns once every receiver has it."""
+        request = lpb.SendWeightsRequest(version=version)
+        return self._call(self._stub.SendWeights, request, "LearnerService.SendWeights")
 
     def restore_checkpoint(self, path: str) -> int:
         """Continue from a checkpoint saved with training state; returns the version the learner is at."""

@@ -11,14 +11,15 @@ import hashlib
 import mmap
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     import torch
 
 SUPPORTED_DTYPES = ("bfloat16", "float16", "float32")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,44 @@ def _as_bytes(tensor: torch.Tensor, dtype: torch.dtype) -> bytes:
     return flat.view(torch.uint8).numpy().tobytes()
 
 
-def pack_state_dict(named_tensors: Iterable[tuple[str, torch.Tensor]], dtype: str = "bfloat16") -> list[PackedTensor]:
-    """Convert each tensor to `dtype` on CPU and keep its bytes, shape and name."""
+def pack_tensors(named_tensors: Iterable[tuple[str, torch.Tensor]], dtype: str = "bfloat16") -> Iterator[PackedTensor]:
+    """Convert each tensor to `dtype` on CPU and keep its bytes, shape and name, one at a time."""
     target = _torch_dtype(dtype)
-    packed = []
     for name, tensor in named_tensors:
-        packed.append(PackedTensor(name=name, dtype=dtype, shape=tuple(tensor.shape), data=_as_bytes(tensor, target)))
-    return packed
+        yield PackedTensor(name=name, dtype=dtype, shape=tuple(tensor.shape), data=_as_bytes(tensor, target))
+
+
+def pack_state_dict(named_tensors: Iterable[tuple[str, torch.Tensor]], dtype: str = "bfloat16") -> list[PackedTensor]:
+    """All of `pack_tensors` at once."""
+    return list(pack_tensors(named_tensors, dtype))
+
+
+def pack_buckets(
+    named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, dtype: str = "bfloat16"
+) -> Iterator[list[PackedTensor]]:
+    """Packed tensors in order, grouped into buckets of at most `bucket_bytes` (a larger tensor is a bucket alone).
+
+    Bucketing bounds what either end of a broadcast holds at once to about one bucket beyond the weights
+    themselves: a 7B model in one piece would need a second 14 GB copy on the learner and on every rollout host.
+    """
+    return bucketed(pack_tensors(named_tensors, dtype), lambda item: len(item.data), bucket_bytes)
+
+
+def bucketed(items: Iterable[T], size_of: Callable[[T], int], bucket_bytes: int) -> Iterator[list[T]]:
+    """`items` in order, in lists whose sizes add up to at most `bucket_bytes` (a larger item is a list alone)."""
+    if bucket_bytes < 1:
+        raise ValueError(f"bucket_bytes must be positive, got {bucket_bytes}")
+    bucket: list[T] = []
+    size = 0
+    for item in items:
+        item_size = size_of(item)
+        if bucket and size + item_size > bucket_bytes:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append(item)
+        size += item_size
+    if bucket:
+        yield bucket
 
 
 def unpack(packed: Sequence[PackedTensor]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -86,11 +118,12 @@ WeightFileIndex = list[tuple[str, str, tuple[int, ...], int, int]]
 crosses vLLM's `collective_rpc`, which carries plain Python values cheaply."""
 
 
-def write_weight_file(packed: Sequence[PackedTensor], path: str | os.PathLike) -> WeightFileIndex:
+def write_weight_file(packed: Iterable[PackedTensor], path: str | os.PathLike) -> WeightFileIndex:
     """Write the tensors back to back into one file (page-aligned) and return the index to read them back.
 
     Handing a rollout engine's worker a path instead of the bytes saves two pickled copies of every weight
     (engine client -> engine core -> worker): on a CPU machine those copies were most of a weight sync.
+    `packed` may be a stream (a bucketed fetch): each tensor is written as it arrives.
     """
     index: WeightFileIndex = []
     offset = 0

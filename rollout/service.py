@@ -1,5 +1,8 @@
 """gRPC `RolloutService`: generate GRPO groups for tasks, load a published weights version in place.
 
+Weights come from the object store until the worker joins the learner's collective weight group
+(JoinWeightGroup); from then on LoadWeights receives them from the group.
+
 Engine calls block, so they run on one dedicated thread (the engine is not re-entrant); the event loop
 stays free for health checks.
 """
@@ -44,6 +47,7 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
         # generation runs waits for it, and each generation knows exactly which version it ran with.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self.policy_version = initial_version
+        self._weight_group: str | None = None  # address of the collective weight group once joined
         self.metrics = metrics if metrics is not None else RolloutMetrics("rollout")
         self.metrics.policy_version.set(initial_version)
 
@@ -87,7 +91,11 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
         return loop, version
 
     def _fetch(self, version: int):
-        """Timed on the engine thread, so the time a load waits behind a generation is not counted."""
+        """Timed on the engine thread, so the time a load waits behind a generation is not counted.
+
+        A bucketed broadcast returns a stream: this finds the version, and `_load` pulls the buckets as it
+        writes them out, so both times together are the sync's cost on this worker.
+        """
         start = time.perf_counter()
         packed = self._broadcast.fetch(version)
         return packed, time.perf_counter() - start
@@ -117,7 +125,26 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
             finish_reason=sample.finish_reason,
         )
 
+    async def JoinWeightGroup(self, request, context):
+        if not 0 < request.rank < request.world_size or not request.address or request.timeout_s <= 0:
+            message = (
+                f"JoinWeightGroup: need an address, 0 < rank < world_size and a timeout; got address "
+                f"{request.address!r}, rank {request.rank}, world_size {request.world_size}, "
+                f"timeout {request.timeout_s}"
+            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+        args = (request.address, request.rank, request.world_size, request.backend, request.timeout_s)
+        try:
+            ranks = await self._run(self._generator.join_weight_group, *args)
+        except Exception as exc:  # noqa: BLE001 - the controller needs the reason, not a bare INTERNAL
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"JoinWeightGroup {request.address}: {exc}")
+        self._weight_group = request.address
+        log.info("joined the weight group at %s as rank %d of %d", request.address, request.rank, request.world_size)
+        return pb.JoinWeightGroupResponse(ranks=ranks)
+
     async def LoadWeights(self, request, context):
+        if self._weight_group is not None:
+            return await self._receive(request, context)
         try:
             packed, fetch_seconds = await self._run(self._fetch, request.version)
         except KeyError as exc:
@@ -127,6 +154,23 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
         checksum = await self._run(self._generator.loaded_checksum) if request.compute_checksum else ""
         log.info("loaded weights version %d (%d bytes, %.2fs)", request.version, received, seconds)
         return pb.LoadWeightsResponse(version=request.version, seconds=seconds, bytes=received, checksum=checksum)
+
+    async def _receive(self, request, context):
+        """LoadWeights from the collective group: waits in the broadcast the learner's SendWeights makes."""
+        try:
+            version, received, seconds = await self._run(self._generator.receive_weights, request.compute_checksum)
+        except Exception as exc:  # noqa: BLE001 - e.g. the learner released us with its reason
+            message = f"LoadWeights {request.version} from the weight group at {self._weight_group}: {exc}"
+            await context.abort(grpc.StatusCode.ABORTED, message)
+        if version != request.version:
+            message = f"LoadWeights: asked for version {request.version}, the learner sent {version} (now loaded)"
+            self.policy_version = version
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, message)
+        self.policy_version = version
+        self.metrics.observe_weight_load(version, seconds, received)
+        checksum = await self._run(self._generator.loaded_checksum) if request.compute_checksum else ""
+        log.info("received weights version %d from the group (%d bytes, %.2fs)", version, received, seconds)
+        return pb.LoadWeightsResponse(version=version, seconds=seconds, bytes=received, checksum=checksum)
 
     async def GetStatus(self, request, context):
         checksum = await self._run(self._generator.loaded_checksum) if request.compute_checksum else ""

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +100,7 @@ class VLLMTurnGenerator:
     def set_sampling(self, temperature: float, top_p: float) -> None:
         self.sampling = SamplingSettings(temperature, top_p)
 
-    def load_packed(self, packed: Sequence[PackedTensor]) -> tuple[int, float]:
+    def load_packed(self, packed: Iterable[PackedTensor]) -> tuple[int, float]:
         """In-place reload through the worker extension; returns (bytes, seconds).
 
         The weights go to the engine's workers as a file in shared memory (same node), not as RPC arguments.
@@ -117,6 +117,19 @@ class VLLMTurnGenerator:
         if previous is not None:
             previous.unlink(missing_ok=True)
         return int(received[0]), time.perf_counter() - start
+
+    def join_weight_group(self, address: str, rank: int, world_size: int, backend: str, timeout_s: float) -> int:
+        """Every engine worker process joins the learner's weight group; returns how many ranks they took."""
+        ranks = self.llm.collective_rpc("mtr_join_weight_group", args=(address, rank, world_size, backend, timeout_s))
+        return len(ranks)
+
+    def receive_weights(self, compute_checksum: bool = False) -> tuple[int, int, float]:
+        """Receive the version the learner broadcasts, loaded in place; returns (version, bytes, seconds)."""
+        start = time.perf_counter()
+        received = self.llm.collective_rpc("mtr_receive_weights", args=(compute_checksum,))
+        self.llm.reset_prefix_cache()
+        version, size = received[0]
+        return int(version), int(size), time.perf_counter() - start
 
     def loaded_checksum(self) -> str:
         return self.llm.collective_rpc("mtr_loaded_checksum")[0]

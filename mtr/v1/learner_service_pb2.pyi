@@ -109,3 +109,39 @@ class SaveCheckpointResponse(_message.Message):
     PATH_FIELD_NUMBER: _ClassVar[int]
     path: str
     def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class OpenWeightGroupRequest(_message.Message):
+    __slots__ = ("receivers",)
+    RECEIVERS_FIELD_NUMBER: _ClassVar[int]
+    receivers: int
+    def __init__(self, receivers: _Optional[int] = ...) -> None: ...
+
+class OpenWeightGroupResponse(_message.Message):
+    __slots__ = ("address", "backend", "world_size", "timeout_s")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    address: str
+    backend: str
+    world_size: int
+    timeout_s: float
+    def __init__(self, address: _Optional[str] = ..., backend: _Optional[str] = ..., world_size: _Optional[int] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class SendWeightsRequest(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class SendWeightsResponse(_message.Message):
+    __slots__ = ("version", "seconds", "bytes", "buckets")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    seconds: float
+    bytes: int
+    buckets: int
+    def __init__(self, version: _Optional[int] = ..., seconds: _Optional[float] = ..., bytes: _Optional[int] = ..., buckets: _Optional[int] = ...) -> None: ...

@@ -55,6 +55,16 @@ class LearnerServiceStub:
                 request_serializer=mtr_dot_v1_dot_learner__service__pb2.RestoreCheckpointRequest.SerializeToString,
                 response_deserializer=mtr_dot_v1_dot_learner__service__pb2.RestoreCheckpointResponse.FromString,
                 _registered_method=True)
+        self.OpenWeightGroup = channel.unary_unary(
+                '/mtr.v1.LearnerService/OpenWeightGroup',
+                request_serializer=mtr_dot_v1_dot_learner__service__pb2.OpenWeightGroupRequest.SerializeToString,
+                response_deserializer=mtr_dot_v1_dot_learner__service__pb2.OpenWeightGroupResponse.FromString,
+                _registered_method=True)
+        self.SendWeights = channel.unary_unary(
+                '/mtr.v1.LearnerService/SendWeights',
+                request_serializer=mtr_dot_v1_dot_learner__service__pb2.SendWeightsRequest.SerializeToString,
+                response_deserializer=mtr_dot_v1_dot_learner__service__pb2.SendWeightsResponse.FromString,
+                _registered_method=True)
 
 
 class LearnerServiceServicer:
@@ -86,6 +96,23 @@ class LearnerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenWeightGroup(self, request, context):
+        """Collective weight sync (learner.weight_sync: collective). Opens the weight group as its rank 0 and
+        returns at once with the address the rollout workers join (RolloutService.JoinWeightGroup). Asking again
+        with the same number of receivers returns the same group.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendWeights(self, request, context):
+        """Broadcast the version staged by the last TrainStep(publish_weights) to every rank of the group; returns
+        once all have it. Called together with RolloutService.LoadWeights on every worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LearnerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +135,16 @@ def add_LearnerServiceServicer_to_server(servicer, server):
                     servicer.RestoreCheckpoint,
                     request_deserializer=mtr_dot_v1_dot_learner__service__pb2.RestoreCheckpointRequest.FromString,
                     response_serializer=mtr_dot_v1_dot_learner__service__pb2.RestoreCheckpointResponse.SerializeToString,
+            ),
+            'OpenWeightGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenWeightGroup,
+                    request_deserializer=mtr_dot_v1_dot_learner__service__pb2.OpenWeightGroupRequest.FromString,
+                    response_serializer=mtr_dot_v1_dot_learner__service__pb2.OpenWeightGroupResponse.SerializeToString,
+            ),
+            'SendWeights': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendWeights,
+                    request_deserializer=mtr_dot_v1_dot_learner__service__pb2.SendWeightsRequest.FromString,
+                    response_serializer=mtr_dot_v1_dot_learner__service__pb2.SendWeightsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +256,60 @@ class LearnerService:
             '/mtr.v1.LearnerService/RestoreCheckpoint',
             mtr_dot_v1_dot_learner__service__pb2.RestoreCheckpointRequest.SerializeToString,
             mtr_dot_v1_dot_learner__service__pb2.RestoreCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenWeightGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mtr.v1.LearnerService/OpenWeightGroup',
+            mtr_dot_v1_dot_learner__service__pb2.OpenWeightGroupRequest.SerializeToString,
+            mtr_dot_v1_dot_learner__service__pb2.OpenWeightGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendWeights(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mtr.v1.LearnerService/SendWeights',
+            mtr_dot_v1_dot_learner__service__pb2.SendWeightsRequest.SerializeToString,
+            mtr_dot_v1_dot_learner__service__pb2.SendWeightsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,11 @@ class RolloutServiceStub:
                 request_serializer=mtr_dot_v1_dot_rollout__service__pb2.GetRolloutStatusRequest.SerializeToString,
                 response_deserializer=mtr_dot_v1_dot_rollout__service__pb2.GetRolloutStatusResponse.FromString,
                 _registered_method=True)
+        self.JoinWeightGroup = channel.unary_unary(
+                '/mtr.v1.RolloutService/JoinWeightGroup',
+                request_serializer=mtr_dot_v1_dot_rollout__service__pb2.JoinWeightGroupRequest.SerializeToString,
+                response_deserializer=mtr_dot_v1_dot_rollout__service__pb2.JoinWeightGroupResponse.FromString,
+                _registered_method=True)
 
 
 class RolloutServiceServicer:
@@ -74,6 +79,14 @@ class RolloutServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def JoinWeightGroup(self, request, context):
+        """Join the learner's weight group (LearnerService.OpenWeightGroup) as `rank`; returns once every rank has
+        joined. From then on LoadWeights receives from the group instead of the object store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RolloutServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +104,11 @@ def add_RolloutServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=mtr_dot_v1_dot_rollout__service__pb2.GetRolloutStatusRequest.FromString,
                     response_serializer=mtr_dot_v1_dot_rollout__service__pb2.GetRolloutStatusResponse.SerializeToString,
+            ),
+            'JoinWeightGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinWeightGroup,
+                    request_deserializer=mtr_dot_v1_dot_rollout__service__pb2.JoinWeightGroupRequest.FromString,
+                    response_serializer=mtr_dot_v1_dot_rollout__service__pb2.JoinWeightGroupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +193,33 @@ class RolloutService:
             '/mtr.v1.RolloutService/GetStatus',
             mtr_dot_v1_dot_rollout__service__pb2.GetRolloutStatusRequest.SerializeToString,
             mtr_dot_v1_dot_rollout__service__pb2.GetRolloutStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JoinWeightGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mtr.v1.RolloutService/JoinWeightGroup',
+            mtr_dot_v1_dot_rollout__service__pb2.JoinWeightGroupRequest.SerializeToString,
+            mtr_dot_v1_dot_rollout__service__pb2.JoinWeightGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,16 +68,19 @@ def test_rollout_bench_quick(tiny_model_dir, tmp_path):
 
 def test_weightsync_bench_quick(tiny_model_dir, tmp_path):
     result = _run_bench("weightsync_bench", tiny_model_dir, tmp_path)
-    assert len(result["syncs"]) == 2 and len(result["restarts"]) == 1
-    for sync in result["syncs"]:
-        assert sync["bytes"] > 0 and sync["publish_s"] > 0 and sync["load_rpc_s"] > 0
-        assert sync["sync_s"] == pytest.approx(sync["publish_s"] + sync["load_rpc_s"], abs=1e-3)
-    assert [s["version"] for s in result["syncs"]] == [1, 2]  # one learner step, one published version each
-    assert result["sync_median_s"] > 0 and result["sync_bytes"] > 0
-    assert result["restarts"][0]["start_s"] > 0 and result["restart_median_s"] > 0
-    assert result["ratio_restart_over_sync"] > 0
-    assert result["checksums_match"] is True
-    assert result["restart_logprob_max_diff"] < 0.05  # the restarted engine runs the synced weights
+    assert sorted(result["methods"]) == ["collective", "object_store"]
+    for method in result["methods"].values():
+        assert len(method["syncs"]) == 2
+        for sync in method["syncs"]:
+            assert sync["bytes"] > 0 and sync["publish_s"] > 0 and sync["load_rpc_s"] > 0
+            assert sync["sync_s"] == pytest.approx(sync["publish_s"] + sync["load_rpc_s"], abs=1e-3)
+        assert [s["version"] for s in method["syncs"]] == [1, 2]  # one learner step, one published version each
+        assert method["sync_median_s"] > 0 and method["sync_bytes"] == method["syncs"][0]["bytes"]
+        assert method["ratio_restart_over_sync"] > 0
+        assert method["checksums_match"] is True
+    assert len(result["restarts"]) == 1 and result["restarts"][0]["start_s"] > 0 and result["restart_median_s"] > 0
+    assert result["group_join_s"] > 0
+    assert result["restart_logprob_max_diff"] < 0.05  # the restarted engine runs the collectively synced weights
 
 
 @pytest.fixture(scope="module")

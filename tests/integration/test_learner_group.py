@@ -81,7 +81,9 @@ def group_host(ray_cluster, tiny_model_dir):
     """The learner host as the controller starts it, with two ranks: a RayLearnerGroup behind LearnerService."""
     from learner.host import start
 
-    host = start(str(tiny_model_dir), _config(world_size=2).model_dump(), total_steps=10, broadcast="ray")
+    # 1 MiB buckets: the tiny model's weights (~7 MB) travel in several, as a large model's would.
+    config = _config(world_size=2, weight_bucket_mb=1)
+    host = start(str(tiny_model_dir), config.model_dump(), total_steps=10, broadcast="ray")
     try:
         yield host
     finally:
@@ -134,8 +136,24 @@ def test_group_serves_grpc_and_rank0_publishes(group_host):
         assert math.isfinite(response.loss) and response.publish_bytes > 0
         status = stub.GetStatus(pb.GetLearnerStatusRequest(compute_checksum=True), timeout=120)
         assert (status.world_size, status.version) == (2, response.version)
-    published = RayObjectStoreBroadcast().fetch(response.version)
+    published = list(RayObjectStoreBroadcast().fetch(response.version))
     assert weights_checksum(unpack(published)) == status.checksum == group_host.learner.checksum()
+
+
+def test_object_store_broadcast_streams_buckets_in_order(ray_cluster):
+    from mtr.broadcast import RayObjectStoreBroadcast
+    from mtr.weights import unpack
+
+    g = torch.Generator().manual_seed(0)
+    weights = [(f"layer{i}.weight", torch.randn(64, 64, generator=g)) for i in range(5)]  # 16 KiB each in fp32
+    broadcast = RayObjectStoreBroadcast(bucket_bytes=40 << 10)
+    info = broadcast.publish(7, weights, dtype="float32")
+    assert (info.bytes, info.buckets) == (5 * 64 * 64 * 4, 3)  # 2 + 2 + 1 tensors
+    received = list(unpack(list(RayObjectStoreBroadcast().fetch(7))))  # a fresh handle, as a rollout host has
+    assert [name for name, _ in received] == [name for name, _ in weights]
+    assert all(torch.equal(got, sent) for (_, got), (_, sent) in zip(received, weights, strict=True))
+    with pytest.raises(KeyError, match="version 8 is not in the object store"):
+        broadcast.fetch(8)
 
 
 def test_group_state_rewinds_every_rank_exactly(group_host, tmp_path):

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from mtr.weights import PackedTensor, pack_state_dict, unpack, weights_checksum
+from mtr.weights import PackedTensor, pack_buckets, pack_state_dict, unpack, weights_checksum
 
 
 def _weights(seed: int = 0) -> list[tuple[str, torch.Tensor]]:
@@ -112,3 +112,25 @@ def test_weight_file_index_that_does_not_fit_the_file_is_refused(tmp_path):
         list(read_weight_file(tmp_path / "w.bin", [(name, dtype, (8, 4), offset, nbytes)]))
     with pytest.raises(ValueError, match="offset"):
         list(read_weight_file(tmp_path / "w.bin", [(name, dtype, shape, 10**9, nbytes)]))
+
+
+def test_buckets_keep_order_and_stay_within_their_size():
+    weights = _weights()
+    sizes = {p.name: len(p.data) for p in pack_state_dict(weights, "float32")}
+    buckets = list(pack_buckets(weights, bucket_bytes=64, dtype="float32"))
+    assert [p.name for bucket in buckets for p in bucket] == [name for name, _ in weights]
+    assert len(buckets) > 1
+    for bucket in buckets:
+        assert len(bucket) == 1 or sum(len(p.data) for p in bucket) <= 64
+    # The 112-byte embedding is larger than a bucket: it travels alone rather than being split or refused.
+    assert sizes["model.embed_tokens.weight"] > 64
+    assert [p.name for p in buckets[0]] == ["model.embed_tokens.weight"]
+
+
+def test_one_big_bucket_holds_everything():
+    assert len(list(pack_buckets(_weights(), bucket_bytes=1 << 20))) == 1
+
+
+def test_bucket_size_must_be_positive():
+    with pytest.raises(ValueError, match="bucket_bytes"):
+        list(pack_buckets(_weights(), bucket_bytes=0))
