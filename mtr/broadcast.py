@@ -90,7 +90,8 @@ class _Registry:
 
 
 class RayObjectStoreBroadcast:
-    def __init__(self, keep: int = 2, bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> None:
+    def __init__(self, keep: int = 2, bucket_bytes: int = DEFAULT_BUCKET_BYTES, registry: str = REGISTRY_NAME) -> None:
+        """`registry` names the Ray actor that maps versions to buckets; publisher and readers must agree on it."""
         import ray
 
         if bucket_bytes < 1:
@@ -99,7 +100,7 @@ class RayObjectStoreBroadcast:
         self._bucket_bytes = bucket_bytes
         self._registry = (
             ray.remote(num_cpus=0)(_Registry)
-            .options(name=REGISTRY_NAME, namespace=REGISTRY_NAMESPACE, get_if_exists=True, lifetime=None)
+            .options(name=registry, namespace=REGISTRY_NAMESPACE, get_if_exists=True, lifetime=None)
             .remote(keep)
         )
 

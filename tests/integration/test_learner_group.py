@@ -146,10 +146,12 @@ def test_object_store_broadcast_streams_buckets_in_order(ray_cluster):
 
     g = torch.Generator().manual_seed(0)
     weights = [(f"layer{i}.weight", torch.randn(64, 64, generator=g)) for i in range(5)]  # 16 KiB each in fp32
-    broadcast = RayObjectStoreBroadcast(bucket_bytes=40 << 10)
+    registry = "mtr-weight-registry-bucket-test"  # apart from the learner group's versions in this cluster
+    broadcast = RayObjectStoreBroadcast(bucket_bytes=40 << 10, registry=registry)
     info = broadcast.publish(7, weights, dtype="float32")
     assert (info.bytes, info.buckets) == (5 * 64 * 64 * 4, 3)  # 2 + 2 + 1 tensors
-    received = list(unpack(list(RayObjectStoreBroadcast().fetch(7))))  # a fresh handle, as a rollout host has
+    reader = RayObjectStoreBroadcast(registry=registry)  # a fresh handle, as a rollout host has
+    received = list(unpack(list(reader.fetch(7))))
     assert [name for name, _ in received] == [name for name, _ in weights]
     assert all(torch.equal(got, sent) for (_, got), (_, sent) in zip(received, weights, strict=True))
     with pytest.raises(KeyError, match="version 8 is not in the object store"):
