@@ -334,7 +334,7 @@ def _caption(document: dict) -> str:
         f"counted), first generation of 8 tokens; the restarted engine's log-probs are within "
         f"{document['restart_logprob_max_diff']:.4f} of the collectively synced engine's. Targets and checks: "
         f"{'; '.join(verdicts)}. Untimed: learner start {document['learner_start_s']:.0f} s, first engine start "
-        f"{document['engine_start_s']:.0f} s, joining the weight group {document['group_join_s']:.1f} s. "
+        f"{document['engine_start_s']:.0f} s, joining the weight group {document['group_join_s']:.2f} s. "
         f"{document['machine']['cpus']} CPU cores; during the restarts {_describe(document['restart_load'])}. "
         "`python -m bench.weightsync_bench`\n"
     )
