@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from learner.losses import GRPOStats, grpo_loss, sft_loss, token_logprobs
+from learner.losses import GRPOStats, grpo_loss, masked_token_logprobs, sft_loss, token_logprobs
 from mtr.config import LearnerConfig
 from mtr.modelprep import resolve_model_path
 from mtr.placement import bind_address
@@ -268,6 +268,8 @@ class PolicyLearner:
         torch.manual_seed(config.seed)
         self._engine, self._optimizer = self._build_engine()
         self.vocab_size = int(self._engine.module.config.vocab_size)
+        # Whether log-probs can skip the vocabulary projection off the loss mask (see `_token_logprobs`).
+        self._masked_head = final_hidden_feeds_head(self._engine.module, self._device)
 
     def _build_engine(self):
         import deepspeed
@@ -404,8 +406,25 @@ class PolicyLearner:
         if self._reference is None:
             return None
         with torch.no_grad():
-            logits = self._reference(input_ids=batch.token_ids, attention_mask=batch.attention_mask).logits
+            return self._token_logprobs(self._reference, self._reference, batch)
+
+    def _token_logprobs(self, model: Callable, module: torch.nn.Module, batch: _MicroBatch) -> torch.Tensor:
+        """Token log-probs [B,T] of `model` (the DeepSpeed engine or the reference; `module` is the HF model
+        inside) on the batch, valid on the loss mask.
+
+        When the model can hand back its final hidden states, the output projection runs on the masked
+        positions only (`masked_token_logprobs`; about a fifth less compute per step on SmolLM2-135M traces);
+        otherwise on every position.
+        """
+        if not self._masked_head:
+            logits = model(input_ids=batch.token_ids, attention_mask=batch.attention_mask).logits
             return token_logprobs(logits, batch.token_ids)
+        out = model(
+            input_ids=batch.token_ids, attention_mask=batch.attention_mask, output_hidden_states=True, logits_to_keep=1
+        )
+        return masked_token_logprobs(
+            out.hidden_states[-1], module.get_output_embeddings(), batch.token_ids, batch.loss_mask
+        )
 
     def _check_usable(self) -> None:
         if self._failure is not None:
@@ -484,8 +503,7 @@ class PolicyLearner:
         if dummy:
             rows = [TrainSequence(token_ids=[0, 0], loss_mask=[0, 1])]
         batch = _collate(rows, self._device)
-        logits = self._engine(input_ids=batch.token_ids, attention_mask=batch.attention_mask).logits
-        logprobs = token_logprobs(logits, batch.token_ids)  # [B,T]
+        logprobs = self._token_logprobs(self._engine, self._engine.module, batch)  # [B,T]
         if dummy:
             return logprobs.sum() * 0.0, None
         return loss_fn(logprobs, batch, normalizer)
@@ -708,6 +726,33 @@ class PolicyLearner:
     def _barrier(self) -> None:
         if self._world_size > 1:
             torch.distributed.barrier()
+
+
+def final_hidden_feeds_head(module: torch.nn.Module, device: str) -> bool:
+    """Whether `module` takes `logits_to_keep` and its last returned hidden state, through its output
+    embeddings, gives its logits, checked on a few tokens.
+
+    Models differ in whether that hidden state is taken before or after the final norm; computing log-probs
+    from the wrong one would train silently on wrong values, so a model that fails the check is run the
+    plain way (full logits).
+    """
+    import inspect
+
+    if "logits_to_keep" not in inspect.signature(module.forward).parameters or module.get_output_embeddings() is None:
+        return False
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]], device=device)
+    was_training = module.training
+    module.eval()  # no dropout between the two forwards
+    try:
+        with torch.no_grad():
+            full = module(input_ids=ids).logits
+            out = module(input_ids=ids, output_hidden_states=True, logits_to_keep=1)
+            if not out.hidden_states:
+                return False
+            projected = module.get_output_embeddings()(out.hidden_states[-1])
+    finally:
+        module.train(was_training)
+    return projected.shape == full.shape and torch.allclose(projected.float(), full.float(), atol=1e-3, rtol=1e-3)
 
 
 def _is_state_dir_or_empty(path: Path) -> bool:

@@ -9,6 +9,7 @@ several micro-batches gives exactly the token mean over the whole step.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,34 @@ def token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor) -> torch.Tenso
     picked = predicting.gather(-1, targets).squeeze(-1) - predicting.logsumexp(-1)  # [B,T-1]
     first = picked.new_zeros(picked.shape[0], 1)  # [B,1]: nothing predicts the first token
     return torch.cat([first, picked], dim=1)
+
+
+def masked_token_logprobs(
+    hidden: torch.Tensor,
+    output_head: Callable[[torch.Tensor], torch.Tensor],
+    token_ids: torch.Tensor,
+    loss_mask: torch.Tensor,
+) -> torch.Tensor:
+    """hidden [B,T,H] (final hidden states), token_ids and loss_mask [B,T] -> [B,T]: log p(ids[t] | ids[<t])
+    where loss_mask[t] is 1, and 0 elsewhere.
+
+    Only the masked tokens are ever used, and in a trace they are the minority (prompt and tool observations
+    carry no loss). So the vocabulary projection `output_head` ([N,H] -> [N,V]) and its logsumexp run on
+    those positions only: that projection is about a fifth of a small model's FLOPs, and its [B,T,V] float
+    logits are the largest activation of a step.
+    """
+    if hidden.dim() != 3 or token_ids.shape != hidden.shape[:2] or loss_mask.shape != token_ids.shape:
+        raise ValueError(
+            f"masked_token_logprobs: hidden {tuple(hidden.shape)}, ids {tuple(token_ids.shape)} and mask "
+            f"{tuple(loss_mask.shape)} mismatch"
+        )
+    predicting = loss_mask[:, 1:].bool()  # [B,T-1]: position t-1 predicts token t
+    logits = output_head(hidden[:, :-1][predicting]).float()  # [N,V]
+    targets = token_ids[:, 1:][predicting].unsqueeze(-1)  # [N,1]
+    picked = logits.gather(-1, targets).squeeze(-1) - logits.logsumexp(-1)  # [N]
+    scattered = picked.new_zeros(predicting.shape).masked_scatter(predicting, picked)  # [B,T-1]
+    first = picked.new_zeros(predicting.shape[0], 1)  # [B,1]: nothing predicts the first token
+    return torch.cat([first, scattered], dim=1)
 
 
 def _normalizer(loss_mask: torch.Tensor, normalizer: float | None) -> float:

@@ -15,6 +15,7 @@ from learner.engine import (
     LearnerError,
     PolicyLearner,
     TrainSequence,
+    final_hidden_feeds_head,
     plan_micro_batches,
     validate_sequences,
     warmup_cosine_lr,
@@ -360,6 +361,23 @@ def test_loss_mask_is_respected_exactly(tiny_model_dir, tmp_path):
     assert step_from_state(edited)[:2] != base[:2]
     context_token = [_edit(traces[0], token_ids=[*traces[0].token_ids[:22], 1, *traces[0].token_ids[23:]])]
     assert step_from_state(context_token + traces[1:])[:3] != base[:3]
+
+
+@pytest.mark.integration
+def test_masked_output_projection_trains_like_the_full_one(tiny_model_dir):
+    """The learner projects to the vocabulary only where the loss mask is 1; a learner made to project every
+    position takes the same GRPO steps (with a KL reference, so its log-probs take the same route)."""
+    results = []
+    for masked_head in (True, False):
+        learner = _learner(tiny_model_dir, lr=1e-3, precision="float32")
+        assert final_hidden_feeds_head(learner._engine.module, "cpu")
+        learner._masked_head = masked_head
+        steps = [learner.grpo_step(_grpo(_turns(seed=s), seed=s), clip_eps=0.2, kl_coef=0.5) for s in (5, 6)]
+        results.append([(r.loss, r.grad_norm, r.kl) for r in steps])
+    for (loss_a, norm_a, kl_a), (loss_b, norm_b, kl_b) in zip(*results, strict=True):
+        assert loss_a == pytest.approx(loss_b, rel=1e-4, abs=1e-6)
+        assert norm_a == pytest.approx(norm_b, rel=1e-4)
+        assert kl_a == pytest.approx(kl_b, rel=1e-3, abs=1e-7)
 
 
 @pytest.mark.integration

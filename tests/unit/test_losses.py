@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from learner.losses import grpo_loss, kl_k3, sft_loss, token_logprobs
+from learner.losses import grpo_loss, kl_k3, masked_token_logprobs, sft_loss, token_logprobs
 
 
 def _random_logits(b: int = 2, t: int = 6, v: int = 5, seed: int = 0) -> torch.Tensor:
@@ -35,6 +35,33 @@ def test_token_logprobs_matches_log_softmax():
 def test_token_logprobs_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="mismatch"):
         token_logprobs(_random_logits(), torch.zeros(2, 5, dtype=torch.long))
+
+
+def test_masked_token_logprobs_match_full_logits_on_the_mask_values_and_gradients():
+    """Projecting only the masked positions gives the same log-probs there (0 elsewhere) and, through any loss
+    over the mask, the same gradients for the hidden states and the head as the full projection."""
+    g = torch.Generator().manual_seed(5)
+    hidden = torch.randn(3, 7, 4, generator=g, requires_grad=True)
+    head = torch.nn.Linear(4, 11, bias=False)
+    ids = torch.randint(0, 11, (3, 7), generator=g)
+    mask = torch.tensor([[0, 0, 1, 1, 0, 1, 0], [0, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 1]], dtype=torch.float32)
+    masked = masked_token_logprobs(hidden, head, ids, mask)
+    full = token_logprobs(head(hidden), ids)
+    assert torch.allclose(masked, torch.where(mask.bool(), full, torch.zeros_like(full)), atol=1e-6)
+    assert masked[mask == 0].abs().max() == 0
+    grads = []
+    for logprobs in (masked, full):
+        hidden.grad, head.weight.grad = None, None
+        sft_loss(logprobs, mask).backward(retain_graph=True)
+        grads.append((hidden.grad.clone(), head.weight.grad.clone()))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))
+
+
+def test_masked_token_logprobs_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="mismatch"):
+        masked_token_logprobs(
+            torch.zeros(2, 6, 4), torch.nn.Linear(4, 5), torch.zeros(2, 6, dtype=torch.long), torch.zeros(2, 5)
+        )
 
 
 def _sft(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
