@@ -130,6 +130,12 @@ class LearnerConfig(_Strict):
         "must equal model.dtype so the rollout engine runs exactly the learner's weights.",
     )
     micro_batch_tokens: int = Field(4096, ge=256, description="Token budget of one micro-batch.")
+    share_prompt_prefix: bool = Field(
+        True,
+        description="Run the prompt that all rows of a micro-batch share (a GRPO group's question, the system "
+        "prompt and tools) through the model once and let every row attend to it, instead of once per row. "
+        "Same gradients up to rounding.",
+    )
     weight_sync: Literal["object_store", "collective"] = Field(
         "object_store",
         description="How new weights reach the rollout workers. object_store: through Ray's object store (any "

@@ -17,6 +17,7 @@ from learner.engine import (
     TrainSequence,
     final_hidden_feeds_head,
     plan_micro_batches,
+    shared_prefix_length,
     validate_sequences,
     warmup_cosine_lr,
 )
@@ -66,6 +67,17 @@ def test_micro_batches_respect_the_token_budget():
     for batch in batches:
         assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 256
     assert plan_micro_batches([300, 10], budget_tokens=256) == [[0], [1]]
+
+
+def test_shared_prefix_stops_at_the_first_difference_or_policy_token():
+    prompt = list(range(20))
+    rows = [TrainSequence(prompt + [50 + i, 60, 70], [0] * 20 + [1, 1, 1]) for i in range(3)]
+    assert shared_prefix_length(rows) == 20
+    assert shared_prefix_length(rows[:1]) == 0  # one row shares nothing
+    early_policy = TrainSequence(prompt + [50, 60], [0] * 12 + [1] * 10)
+    assert shared_prefix_length([*rows, early_policy]) == 12
+    other_prompt = TrainSequence([0, 1, 2, 99] + prompt[4:] + [50], [0] * 20 + [1])
+    assert shared_prefix_length([*rows, other_prompt]) == 3
 
 
 def test_warmup_then_cosine_schedule():
@@ -378,6 +390,38 @@ def test_masked_output_projection_trains_like_the_full_one(tiny_model_dir):
         assert loss_a == pytest.approx(loss_b, rel=1e-4, abs=1e-6)
         assert norm_a == pytest.approx(norm_b, rel=1e-4)
         assert kl_a == pytest.approx(kl_b, rel=1e-3, abs=1e-7)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_shared_prompt_prefix_trains_like_separate_rows(tiny_model_dir, zero_stage):
+    """Rows sharing a 24-token prompt (as a GRPO group does): running the prompt once for all rows gives the
+    steps that running each row whole gives, for the policy and for the KL reference, also with ZeRO-3's
+    partitioned weights (two forward calls before one backward)."""
+
+    def group(seed: int) -> list[TrainSequence]:
+        g = torch.Generator().manual_seed(seed)
+        prompt = torch.randint(0, 500, (24,), generator=g).tolist()
+        rows = []
+        for length in (20, 14, 9):  # the rows' own tokens: policy turn, observation, policy turn
+            own = torch.randint(0, 500, (length,), generator=g).tolist()
+            mask = [0] * 24 + [1] * (length // 2) + [0] * 2 + [1] * (length - length // 2 - 2)
+            rows.append(TrainSequence(prompt + own, mask))
+        return _grpo(rows, seed=seed)
+
+    assert shared_prefix_length(group(7)) == 24
+    results = []
+    for share in (True, False):
+        learner = _learner(
+            tiny_model_dir, lr=1e-3, precision="float32", share_prompt_prefix=share, zero_stage=zero_stage
+        )
+        steps = [learner.grpo_step(group(s), clip_eps=0.2, kl_coef=0.5) for s in (7, 8)]
+        results.append([(r.loss, r.grad_norm, r.kl) for r in steps])
+    for (loss_a, norm_a, kl_a), (loss_b, norm_b, kl_b) in zip(*results, strict=True):
+        assert loss_a == pytest.approx(loss_b, rel=1e-4, abs=1e-6)
+        assert norm_a == pytest.approx(norm_b, rel=1e-4)
+        assert kl_a == pytest.approx(kl_b, rel=1e-3, abs=1e-7)
+    assert results[0][1][2] > 0  # the second step's KL is measured, through the shared prefix too
 
 
 @pytest.mark.integration
