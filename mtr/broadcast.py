@@ -11,6 +11,7 @@ Ray and torch are imported lazily: importing this module stays cheap.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from mtr.weights import PackedTensor, pack_buckets, pack_state_dict
 
 REGISTRY_NAME = "mtr-weight-registry"
 REGISTRY_NAMESPACE = "mtr"
-DEFAULT_BUCKET_BYTES = 256 << 20
+DEFAULT_BUCKET_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,8 @@ class CollectiveBroadcast:
         self._device = device
         self._pending = None  # PendingGroup once opened
         self._staged = None  # StagedWeights of the last publish
+        # Staging refills the last staged version's buffers, so it must not run while that version is sent.
+        self._staging_lock = threading.Lock()
 
     def open(self, receivers: int, host: str) -> WeightGroupInfo:
         """Open the group on `host` for `receivers` ranks; asked again for as many, the same group."""
@@ -163,7 +166,8 @@ class CollectiveBroadcast:
         from mtr.weightgroup import stage
 
         start = time.perf_counter()
-        self._staged = stage(version, named_tensors, dtype, self._bucket_bytes, self._device)
+        with self._staging_lock:
+            self._staged = stage(version, named_tensors, dtype, self._bucket_bytes, self._device, reuse=self._staged)
         return PublishInfo(version, time.perf_counter() - start, self._staged.bytes, len(self._staged.buffers))
 
     def send(self, version: int) -> PublishInfo:
@@ -171,14 +175,16 @@ class CollectiveBroadcast:
         if self._pending is None:
             raise ValueError("no weight group is open: call OpenWeightGroup first")
         group = self._pending.wait()
-        if self._staged is None or self._staged.version != version:
-            held = "nothing" if self._staged is None else f"version {self._staged.version}"
-            message = f"weights version {version} was not published; the learner has {held} staged"
-            group.send_error(message)  # the receivers are waiting in LoadWeights: release them with the reason
-            raise ValueError(message)
-        start = time.perf_counter()
-        sent = group.send(self._staged)
-        return PublishInfo(version, time.perf_counter() - start, sent, len(self._staged.buffers))
+        with self._staging_lock:
+            staged = self._staged
+            if staged is None or staged.version != version:
+                held = "nothing" if staged is None else f"version {staged.version}"
+                message = f"weights version {version} was not published; the learner has {held} staged"
+                group.send_error(message)  # the receivers are waiting in LoadWeights: release them with the reason
+                raise ValueError(message)
+            start = time.perf_counter()
+            sent = group.send(staged)
+        return PublishInfo(version, time.perf_counter() - start, sent, len(staged.buffers))
 
     def fetch(self, version: int) -> list[PackedTensor]:
         raise NotImplementedError("collective weights are received inside the rollout engine, not fetched")

@@ -143,11 +143,12 @@ class LearnerConfig(_Strict):
         "their own (NCCL on GPUs, gloo on CPU); rank 0's address must be reachable from the rollout nodes.",
     )
     weight_bucket_mb: int = Field(
-        256,
+        64,
         ge=1,
         le=65536,
-        description="Weights travel in buckets of this many MiB: the learner and each rollout host hold about "
-        "one bucket beyond the weights while a sync runs.",
+        description="Weights travel in buckets of this many MiB; a rollout engine starts loading when the first "
+        "arrives (collective: while the next is on the wire), and a rollout host holds one or two buckets beyond "
+        "the weights. Smaller buckets start loading sooner, larger ones mean fewer transfers.",
     )
     weight_sync_timeout_s: float = Field(
         600.0, gt=0.0, description="collective: how long ranks wait for each other (joining, or in a sync)."

@@ -54,9 +54,19 @@ def backend_for(device: str) -> str:
 
 
 def stage(
-    version: int, named_tensors: Iterable[tuple[str, torch.Tensor]], dtype: str, bucket_bytes: int, device: str
+    version: int,
+    named_tensors: Iterable[tuple[str, torch.Tensor]],
+    dtype: str,
+    bucket_bytes: int,
+    device: str,
+    reuse: StagedWeights | None = None,
 ) -> StagedWeights:
-    """Copy `named_tensors` in `dtype` into buckets of about `bucket_bytes`, one flat buffer each on `device`."""
+    """Copy `named_tensors` in `dtype` into buckets of about `bucket_bytes`, one flat buffer each on `device`.
+
+    `reuse`: an earlier staging whose buffers may be overwritten (nobody is sending it any more). Each version
+    of a model has the same bucket sizes, so its buffers are filled again instead of allocating (and
+    page-faulting) the whole model's bytes anew at every update.
+    """
     import torch
 
     if dtype not in SUPPORTED_DTYPES:
@@ -65,7 +75,11 @@ def stage(
     buffers, layout = [], []
     for bucket in bucketed(named_tensors, lambda item: item[1].numel() * target.itemsize, bucket_bytes):
         size = sum(tensor.numel() * target.itemsize for _, tensor in bucket)
-        flat = torch.empty(size, dtype=torch.uint8, device=device)
+        spare = reuse.buffers[len(buffers)] if reuse is not None and len(buffers) < len(reuse.buffers) else None
+        if spare is not None and spare.numel() == size and str(spare.device) == str(torch.device(device)):
+            flat = spare
+        else:
+            flat = torch.empty(size, dtype=torch.uint8, device=device)
         entries, offset = [], 0
         for name, tensor in bucket:
             nbytes = tensor.numel() * target.itemsize
@@ -163,34 +177,63 @@ class WeightGroup:
         return int(header["version"]), self._tensors(header["buckets"])
 
     def _tensors(self, buckets: list[dict]) -> Iterator[tuple[str, torch.Tensor]]:
+        """Bucket k's tensors are yielded while bucket k+1 is already being received (asynchronously), so the
+        engine loads one bucket while the next is on the wire; at most two buckets are held at once."""
         import torch
 
-        received = 0
+        started = 0  # buckets whose broadcast has been posted
+        in_flight = None  # (flat buffer, work) of the bucket being received
         try:
-            for bucket in buckets:
-                flat = torch.empty(int(bucket["bytes"]), dtype=torch.uint8, device=self.device)
-                if flat.numel():
-                    self._broadcast(flat)
-                received += 1
+            if buckets:
+                in_flight, started = self._post(buckets[0]), 1
+            while in_flight is not None:
+                flat, work = in_flight
+                in_flight = None
+                self._wait(work)
+                bucket = buckets[started - 1]
+                if started < len(buckets):
+                    in_flight, started = self._post(buckets[started]), started + 1
                 for name, dtype, shape, offset, nbytes in bucket["tensors"]:
                     view = flat[offset : offset + nbytes].view(getattr(torch, dtype)).reshape(shape)
                     yield name, view
         finally:
-            for bucket in buckets[received:]:  # the consumer stopped early: keep in step with the sender
-                if bucket["bytes"]:
-                    self._broadcast(torch.empty(int(bucket["bytes"]), dtype=torch.uint8, device=self.device))
+            # The consumer stopped early (or a load failed): keep in step with the sender, which sends them all.
+            if in_flight is not None:
+                self._wait(in_flight[1])
+            for bucket in buckets[started:]:
+                self._wait(self._post(bucket)[1])
 
-    def _broadcast(self, tensor: torch.Tensor) -> None:
+    def _post(self, bucket: dict) -> tuple[torch.Tensor, object | None]:
+        """Start receiving one bucket into a new buffer; returns the buffer and the pending work (None if empty)."""
+        import torch
+
+        flat = torch.empty(int(bucket["bytes"]), dtype=torch.uint8, device=self.device)
+        return flat, (self._start_broadcast(flat) if flat.numel() else None)
+
+    def _start_broadcast(self, tensor: torch.Tensor):
         from torch.distributed import BroadcastOptions
 
         options = BroadcastOptions()
         options.rootRank = 0
         options.rootTensor = 0
         try:
-            self._group.broadcast([tensor], options).wait()
+            return self._group.broadcast([tensor], options)
         except Exception as exc:  # noqa: BLE001 - gloo/NCCL errors name no peer; add what we know
-            where = f"rank {self.rank} of {self.world_size}"
-            raise WeightGroupError(f"weight group broadcast failed at {where}: {exc}") from exc
+            raise self._failure(exc) from exc
+
+    def _wait(self, work) -> None:
+        if work is None:
+            return
+        try:
+            work.wait()
+        except Exception as exc:  # noqa: BLE001 - gloo/NCCL errors name no peer; add what we know
+            raise self._failure(exc) from exc
+
+    def _failure(self, exc: Exception) -> WeightGroupError:
+        return WeightGroupError(f"weight group broadcast failed at rank {self.rank} of {self.world_size}: {exc}")
+
+    def _broadcast(self, tensor: torch.Tensor) -> None:
+        self._wait(self._start_broadcast(tensor))
 
 
 class PendingGroup:

@@ -61,7 +61,8 @@ class MTRWeightSyncExtension:
         try:
             self.reload_weights(weights_iterator=counted, is_checkpoint_format=True)
         finally:
-            tensors.close()  # if the load failed part-way, the rest is drained: the group stays in step
+            for _ in tensors:  # if the load stopped early (or never started), receive the rest: the group stays in step
+                pass
         self._mtr_loaded = None
         self._mtr_received_checksum = weights_checksum(counted.kept) if compute_checksum else None
         return version, counted.bytes

@@ -102,6 +102,16 @@ def test_staging_keeps_a_snapshot():
     assert weights_checksum(_weights(0)) == expected
 
 
+def test_staging_again_refills_the_previous_buffers():
+    first = stage(1, _weights(0), "float32", bucket_bytes=4096, device="cpu")
+    buffers = [b.data_ptr() for b in first.buffers]
+    second = stage(2, _weights(1), "float32", bucket_bytes=4096, device="cpu", reuse=first)
+    assert [b.data_ptr() for b in second.buffers] == buffers  # no new allocation for the same model
+    assert torch.equal(torch.cat(second.buffers), torch.cat(stage(2, _weights(1), "float32", 4096, "cpu").buffers))
+    regrouped = stage(3, _weights(1), "float32", bucket_bytes=1 << 20, device="cpu", reuse=second)  # one bucket
+    assert len(regrouped.buffers) == 1 and regrouped.buffers[0].data_ptr() not in buffers  # sizes differ: new
+
+
 def test_bad_arguments_are_refused_with_what_was_wrong():
     assert backend_for("cuda:0") == "nccl" and backend_for("cpu") == "gloo"
     with pytest.raises(ValueError, match="backend 'mpi'"):
