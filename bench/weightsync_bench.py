@@ -11,7 +11,8 @@ Run: `python -m bench.weightsync_bench`.
 - Sync through the collective group (`learner.weight_sync: collective`): a learner started that way stages its
   weights after the step; the driver calls LoadWeights on the same rollout worker (now a member of the
   learner's gloo group; NCCL on GPUs) and SendWeights on the learner together, and the engine loads each bucket
-  as it arrives. Timed: the staging seconds plus that round trip. Joining the group is reported, not timed.
+  as it arrives. Timed: the staging seconds plus that round trip (with the no-op join check every sync
+  makes). Forming the group at the first join is reported, not timed.
 - Either way the training step itself is not timed. Repeated; the medians are reported.
 - Restart, the alternative: the learner saves a Hugging Face checkpoint (reported, not timed), then the
   rollout worker is stopped and a new one started on that checkpoint, until its first generation returns.

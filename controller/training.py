@@ -75,7 +75,7 @@ class SFTStepper:
                 self.metrics,
                 self.run_dir,
                 verify=True,
-                collective=self.config.learner.weight_sync == "collective",
+                method=self.config.learner.weight_sync,
             )
             log.info("SFT weights v%d on the rollout worker; checksum match: %s", last.version, self.checksums_match)
         return losses
@@ -219,7 +219,7 @@ class GRPOStepper:
                 self.rollout,
                 self.metrics,
                 self.run_dir,
-                collective=self.config.learner.weight_sync == "collective",
+                method=self.config.learner.weight_sync,
             )
             self.loaded_version = self.learner_version
 

@@ -2,8 +2,10 @@
 
 - object store: the learner published the version when it trained; each worker fetches and loads it.
 - collective: the learner staged the version when it trained; the controller asks every worker to load
-  (they wait in the group's broadcast) and the learner to send, at the same time. The group is opened and
-  joined on the first sync between a learner and its rollout workers.
+  (they wait in the group's broadcast) and the learner to send, at the same time. Before that, every sync
+  asks the learner for its group and the workers to join it: both ends answer a repeated request at once
+  (same group, already a member), so nothing here remembers who joined, and a restarted learner's new
+  group is joined rather than waited on.
 
 Either way every sync is logged (seconds of publish and load, bytes) and counted in the controller's metrics.
 """
@@ -11,7 +13,6 @@ Either way every sync is logged (seconds of publish and load, bytes) and counted
 from __future__ import annotations
 
 import logging
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from controller.metrics import ControllerMetrics
@@ -22,8 +23,7 @@ from mtr.v1 import rollout_service_pb2 as rpb
 
 log = logging.getLogger("mtr.train")
 
-_joined: set[tuple[str, str]] = set()  # (learner, rollout workers) addresses whose group has formed
-_joining = threading.Lock()
+SYNC_METHODS = ("object_store", "collective")
 
 
 def sync_weights(
@@ -34,10 +34,13 @@ def sync_weights(
     metrics: ControllerMetrics,
     run_dir: RunDirectory,
     verify: bool = False,
-    collective: bool = False,
+    method: str = "object_store",
 ) -> bool | None:
-    """Load `version` on every rollout worker; with `verify`, compare their checksums with the learner's."""
-    if collective:
+    """Load `version` on every rollout worker by `method` (`learner.weight_sync`); with `verify`, compare
+    their checksums with the learner's."""
+    if method not in SYNC_METHODS:
+        raise ValueError(f"unknown weight sync method {method!r}; expected one of {SYNC_METHODS}")
+    if method == "collective":
         replies, send_seconds = collective_load(version, learner, rollout, verify)
         publish_seconds += send_seconds
     else:
@@ -59,7 +62,7 @@ def sync_weights(
         bytes=total_bytes,
         workers=len(replies),
         checksum_match=match,
-        method="collective" if collective else "object_store",
+        method=method,
     )
     return match
 
@@ -84,21 +87,16 @@ def collective_load(
 
 
 def join_weight_group(learner: LearnerClient, rollout: RolloutClient | RolloutPool) -> None:
-    """Open the learner's weight group for these workers and have them join, once per pair."""
-    key = (learner.address, rollout.address)
-    with _joining:
-        if key in _joined:
-            return
-        receivers = len(rollout) if isinstance(rollout, RolloutPool) else 1
-        group = learner.open_weight_group(receivers)
-        if isinstance(rollout, RolloutPool):
-            ranks = rollout.join_weight_group(group)
-        else:
-            ranks = rollout.join_weight_group(group, rank=1)
-        if ranks != receivers:
-            raise RuntimeError(f"weight group at {group.address}: expected {receivers} receiving ranks, got {ranks}")
-        _joined.add(key)
-        log.info("weight group at %s (%s): learner + %d rollout engine(s)", group.address, group.backend, ranks)
+    """Open the learner's weight group for these workers and have them join (a no-op once they are in)."""
+    receivers = len(rollout) if isinstance(rollout, RolloutPool) else 1
+    group = learner.open_weight_group(receivers)
+    if isinstance(rollout, RolloutPool):
+        ranks = rollout.join_weight_group(group)
+    else:
+        ranks = rollout.join_weight_group(group, rank=1)
+    if ranks != receivers:
+        raise RuntimeError(f"weight group at {group.address}: expected {receivers} receiving ranks, got {ranks}")
+    log.debug("weight group at %s (%s): learner + %d rollout engine(s)", group.address, group.backend, ranks)
 
 
 def _as_list(replies) -> list[rpb.LoadWeightsResponse]:

@@ -67,7 +67,14 @@ def test_each_version_reaches_both_workers_through_the_group(wired):
         update = _step(learner, seed)
         assert update.publish_bytes > 0  # staged on the learner
         match = sync_weights(
-            update.version, update.publish_seconds, learner, pool, ControllerMetrics(), run_dir, True, collective=True
+            update.version,
+            update.publish_seconds,
+            learner,
+            pool,
+            ControllerMetrics(),
+            run_dir,
+            True,
+            method="collective",
         )
         assert match is True  # both workers received exactly the learner's weights
         assert [s.policy_version for s in pool.status()] == [update.version] * 2
