@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,12 +19,14 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
 from test_grpo_command import COMMON, answering_model  # noqa: F401 - the fixture is used by name
 
+from controller.metricstargets import MetricsTargets
 from mtr.cli import main
 
 pytestmark = pytest.mark.integration
@@ -119,6 +122,13 @@ class Prometheus:
         assert len(found) == 1, f"{query}: expected one series over the run, got {len(found)}"
         return found[0]
 
+    def scraped_since(self, service: str, since: float) -> bool:
+        """Whether `service` was last scraped, and up, after the wall-clock time `since`."""
+        for target in self.api("targets", state="active")["activeTargets"]:
+            if target["labels"].get("service") == service and target["health"] == "up":
+                return _unix_time(target["lastScrape"]) > since
+        return False
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -127,6 +137,39 @@ class Prometheus:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def _unix_time(rfc3339: str) -> float:
+    """Prometheus' lastScrape ("2026-01-02T03:04:05.123456789Z" or "...+01:00", nanoseconds) in epoch seconds;
+    `datetime` alone does not parse nine fractional digits."""
+    stamp, fraction, zone = re.fullmatch(r"([^.]+?)(\.\d+)?(Z|[+-]\d\d:\d\d)", rfc3339).groups()
+    zone = "+00:00" if zone == "Z" else zone
+    return datetime.fromisoformat(stamp + zone).timestamp() + float(fraction or 0)
+
+
+def scrape_before_unlisting(monkeypatch, prometheus: Prometheus, timeout_s: float = 60.0) -> list[str]:
+    """Hold each service's removal from the discovery list until Prometheus has scraped it once more.
+
+    The tiny model's run lives seconds, so a rollout worker can stop between two scrapes and its final counts
+    (or its whole life) go unseen: the test would then measure the scheduler, not the discovery. A real run's
+    services live for hours and need no such wait. Returns the services that were not scraped in time (the
+    run goes on regardless; the test asserts the list is empty).
+    """
+    remove = MetricsTargets.remove
+    unscraped: list[str] = []
+
+    def remove_after_a_scrape(targets: MetricsTargets, service: str) -> None:
+        asked = time.time()
+        deadline = time.monotonic() + timeout_s
+        while not prometheus.scraped_since(service, asked):
+            if time.monotonic() > deadline:
+                unscraped.append(service)
+                break
+            time.sleep(0.2)
+        remove(targets, service)
+
+    monkeypatch.setattr(MetricsTargets, "remove", remove_after_a_scrape)
+    return unscraped
 
 
 class TargetWatcher(threading.Thread):
@@ -169,8 +212,14 @@ def prometheus(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # two vLLM engines and a DeepSpeed learner start on a 2-core machine
-def test_prometheus_discovers_every_service_of_a_run_and_its_series_move(prometheus, answering_model, tmp_path):  # noqa: F811
+def test_prometheus_discovers_every_service_of_a_run_and_its_series_move(
+    prometheus,
+    answering_model,  # noqa: F811 - the fixture
+    tmp_path,
+    monkeypatch,
+):
     server, controller_port = prometheus
+    unscraped = scrape_before_unlisting(monkeypatch, server)
     runs = tmp_path / "runs"
     overrides = [*COMMON, "grpo.steps=3", "sft.steps=0", "simulator.replicas=2"]
     overrides += [f"model.path={answering_model}", f"runs_dir={runs}", f"cluster.metrics_port={controller_port}"]
@@ -187,6 +236,7 @@ def test_prometheus_discovers_every_service_of_a_run_and_its_series_move(prometh
     # Discovery: every service of the run was found through the controller's /sd and scraped while it ran.
     expected = {"controller", "learner", "rollout-0", "rollout-1", "replica-0", "replica-1"}
     assert set(watcher.health) == expected, watcher.health
+    assert unscraped == [], f"not scraped (up) within 60 s of stopping: {unscraped}"
     assert all("up" in seen for seen in watcher.health.values()), watcher.health
     assert {watcher.roles[s] for s in expected} == {"controller", "learner", "rollout", "simulator"}
     window = f"{math.ceil(end - start) + 5}s"
@@ -198,8 +248,8 @@ def test_prometheus_discovers_every_service_of_a_run_and_its_series_move(prometh
     assert [group["labels"]["role"] for group in remaining] == ["controller"]
 
     # Throughput, reward and simulator latency exist and moved during the run. The counters start at 0 in
-    # processes this run started, so a positive value is movement; comparing with the first scraped value
-    # instead would depend on a scrape landing before the (seconds-long, on the tiny model) generation.
+    # processes this run started, and every service was scraped once more as it stopped, so a positive
+    # value is movement.
     tokens = server.one_series('sum(mtr_rollout_tokens_total{job="mtr"})', start, end)
     assert max(tokens) > 0, tokens
     calls = server.one_series('sum(mtr_simulator_call_seconds_count{job="mtr"})', start, end)
