@@ -18,6 +18,7 @@ from pathlib import Path
 
 from controller.farm import SimulatorFarm, create_farm
 from controller.metricstargets import MetricsTargets
+from controller.raystart import start_local_ray
 from controller.rolloutpool import RolloutPool
 from mtr.config import LearnerConfig, RunConfig
 from mtr.placement import LOOPBACK, NODE_IP, RoleSpec, check_resources, launch, shutdown
@@ -72,7 +73,7 @@ class Services:
         if cluster.ray_address:
             ray.init(address=cluster.ray_address, namespace="mtr")
         else:
-            ray.init(num_cpus=cluster.num_cpus, namespace="mtr", include_dashboard=False)
+            start_local_ray(num_cpus=cluster.num_cpus, namespace="mtr")
         self._started_ray = True
 
     # -- roles ------------------------------------------------------------------------------------------------
