@@ -69,7 +69,9 @@ def _to_proto(sequence: TrainSequence) -> pb.TrainSequence:
 def ray_cluster():
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, namespace="mtr-learner-group-test")
+    from controller.raystart import start_local_ray
+
+    start_local_ray(num_cpus=4, namespace="mtr-learner-group-test")
     try:
         yield
     finally:
