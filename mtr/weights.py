@@ -1,7 +1,12 @@
-"""Weights as plain bytes: packing for the learner → Ray object store → rollout worker → vLLM worker path.
+"""Weights as raw bytes: packing for the learner → Ray object store → rollout worker → vLLM worker path.
 
 Tensors do not survive vLLM's `collective_rpc` arguments as tensors, but raw bytes + shape + dtype do, so
 weights travel as `PackedTensor`s. `weights_checksum` lets both ends prove they hold the same weights.
+
+The bytes are a flat uint8 numpy array rather than `bytes`: Ray stores numpy arrays out of band, written once
+into the object store and read back as zero-copy views, where `bytes` is pickled in band (copied into the
+pickle, into the store, and out again). On 320 MB that was 0.8-1.1 s per put against 0.17-0.27 s, and
+0.19 s per get against 0.002 s.
 torch is imported lazily so that `mtr` stays light.
 """
 
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 SUPPORTED_DTYPES = ("bfloat16", "float16", "float32")
@@ -24,12 +30,15 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class PackedTensor:
-    """One named tensor as little-endian raw bytes in `dtype` (a torch dtype name, e.g. "bfloat16")."""
+    """One named tensor as little-endian raw bytes in `dtype` (a torch dtype name, e.g. "bfloat16").
+
+    `data` is a flat uint8 numpy array (what `pack_tensors` makes) or `bytes`; either is read, never written.
+    """
 
     name: str
     dtype: str
     shape: tuple[int, ...]
-    data: bytes
+    data: np.ndarray | bytes
 
 
 def _torch_dtype(name: str) -> torch.dtype:
@@ -40,12 +49,13 @@ def _torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
-def _as_bytes(tensor: torch.Tensor, dtype: torch.dtype) -> bytes:
-    """The tensor's bytes in `dtype`; via a uint8 view because numpy has no bfloat16."""
+def _as_bytes(tensor: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+    """The tensor's bytes in `dtype`, as a flat uint8 array (numpy has no bfloat16), always a copy: the
+    learner's live parameters change at the next step while a packed version may still be held."""
     import torch
 
-    flat = tensor.detach().to(device="cpu", dtype=dtype).contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes()
+    flat = tensor.detach().to(device="cpu", dtype=dtype, copy=True).contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy()
 
 
 def pack_tensors(named_tensors: Iterable[tuple[str, torch.Tensor]], dtype: str = "bfloat16") -> Iterator[PackedTensor]:
@@ -109,7 +119,7 @@ def unpack(packed: Sequence[PackedTensor]) -> Iterator[tuple[str, torch.Tensor]]
             continue
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The given buffer is not writable")
-            raw = torch.frombuffer(item.data, dtype=torch.uint8)
+            raw = torch.frombuffer(memoryview(item.data).cast("B"), dtype=torch.uint8)
         yield item.name, raw.view(dtype).reshape(item.shape)
 
 
@@ -129,7 +139,7 @@ def write_weight_file(packed: Iterable[PackedTensor], path: str | os.PathLike) -
     offset = 0
     with open(path, "wb") as handle:
         for item in packed:
-            padding = -offset % mmap.ALLOCATIONGRANULARITY if item.data else 0
+            padding = -offset % mmap.ALLOCATIONGRANULARITY if len(item.data) else 0
             handle.write(b"\0" * padding)
             offset += padding
             handle.write(item.data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,7 +27,9 @@ def test_pack_unpack_round_trip(dtype):
     weights = _weights()
     packed = pack_state_dict(weights, dtype=dtype)
     assert [p.name for p in packed] == [name for name, _ in weights]
-    assert all(isinstance(p.data, bytes) and p.dtype == dtype for p in packed)
+    # flat uint8 arrays (Ray stores them out of band), each its own copy of the tensor
+    assert all(p.data.dtype == np.uint8 and p.data.ndim == 1 and p.dtype == dtype for p in packed)
+    assert not any(np.shares_memory(p.data, t.numpy()) for p, (_, t) in zip(packed, weights, strict=True))
     restored = dict(unpack(packed))
     for name, tensor in weights:
         expected = tensor.to(getattr(torch, dtype))
@@ -134,3 +137,18 @@ def test_one_big_bucket_holds_everything():
 def test_bucket_size_must_be_positive():
     with pytest.raises(ValueError, match="bucket_bytes"):
         list(pack_buckets(_weights(), bucket_bytes=0))
+
+
+def test_packing_a_tensor_in_its_own_dtype_still_copies_it():
+    """A learner training in bf16 packs bf16 weights: without a copy the packed version would change with the
+    next optimizer step while a rollout host may still be reading it."""
+    live = torch.arange(6, dtype=torch.bfloat16)
+    (packed,) = pack_state_dict([("w", live)], dtype="bfloat16")
+    live.add_(100)
+    assert torch.equal(dict(unpack([packed]))["w"], torch.arange(6, dtype=torch.bfloat16))
+
+
+def test_bytes_data_is_still_read():
+    (packed,) = pack_state_dict([("w", torch.arange(3.0))], dtype="float32")
+    as_bytes = PackedTensor(packed.name, packed.dtype, packed.shape, packed.data.tobytes())
+    assert torch.equal(dict(unpack([as_bytes]))["w"], torch.arange(3.0))
