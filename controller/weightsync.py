@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import get_args
 
 from controller.metrics import ControllerMetrics
 from controller.rolloutpool import RolloutPool
 from controller.rundir import RunDirectory
+from mtr.config import LearnerConfig
 from mtr.serviceclients import LearnerClient, RolloutClient
 from mtr.v1 import rollout_service_pb2 as rpb
 
 log = logging.getLogger("mtr.train")
 
-SYNC_METHODS = ("object_store", "collective")
+SYNC_METHODS = get_args(LearnerConfig.model_fields["weight_sync"].annotation)  # the config's choices
 
 
 def sync_weights(
