@@ -97,9 +97,27 @@ def cpu_window() -> Iterator[CpuWindow]:
         window.load_average = tuple(round(x, 2) for x in os.getloadavg())
 
 
-def machine() -> dict:
-    """The machine as a results file records it."""
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+def machine(precision: str) -> dict:
+    """The machine as a results file records it: CPU model and capability (AVX2 / AVX512 / AMX), cores, the
+    stack's versions and the precision the figures were computed in, so no two machines are compared blindly."""
+    from mtr.hardware import describe_machine
+
+    return {
+        **describe_machine(),
+        "cpus": os.cpu_count(),
+        "precision": precision,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def bench_dtype(value: str) -> str:
+    """A benchmark's --dtype with `auto` resolved as a run resolves it (argparse `type=`)."""
+    from mtr.hardware import concrete_dtype
+
+    if value not in ("auto", "bfloat16", "float32"):
+        raise ValueError(value)
+    return concrete_dtype(value)
 
 
 def median(values: list[float]) -> float:

@@ -80,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="grpo-mode-bench-") as work:
         rows = [run_mode(mode, model_path, overrides, Path(work)) for mode in ("sync", "async")]
     speedup = ratio(rows[1]["traces_per_second"], rows[0]["traces_per_second"])
-    document = {"machine": machine(), "model": args.model, "rows": rows, "async_vs_sync": round(speedup, 3)}
+    document = {
+        "machine": machine(_precision(overrides)),
+        "model": args.model,
+        "rows": rows,
+        "async_vs_sync": round(speedup, 3),
+    }
     lines = [
         "| mode | steps | traces | seconds | traces/s | vs sync |",
         "|---|---:|---:|---:|---:|---:|",
@@ -102,3 +107,11 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _precision(overrides: list[str]) -> str:
+    """The dtype both modes ran in: an explicit model.dtype override, else what `auto` picks here."""
+    from mtr.hardware import concrete_dtype
+
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("model.dtype=")]
+    return concrete_dtype(given[-1] if given else "auto")

@@ -32,6 +32,7 @@ from bench.common import (
     RESULTS_DIR,
     CpuWindow,
     OtherProcess,
+    bench_dtype,
     cpu_window,
     describe_load,
     machine,
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             print(_row(results[-1]), flush=True)
     speedup = ratio(results[0].tokens_per_s, results[1].tokens_per_s)
     document = {
-        "machine": machine(),
+        "machine": machine(settings.dtype),
         "settings": {k: v for k, v in asdict(settings).items() if k != "model_path"},
         "sides": [asdict(r) for r in results],
         "ratio_tokens_per_s": round(speedup, 2),
@@ -131,7 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-tokens-per-turn", type=int, default=96, help="Token cap of one assistant turn.")
     parser.add_argument("--max-model-len", type=int, default=2048, help="Context length (prompt + all turns).")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="Both sides' dtype.")
+    parser.add_argument(
+        "--dtype", type=bench_dtype, default="auto", help="Both sides' dtype: auto (as a run picks), bfloat16, float32."
+    )
     parser.add_argument("--tools", choices=["minimal", "task"], default="minimal", help="ToolMaker tool sets.")
     parser.add_argument("--quick", action="store_true", help="Smoke run: 2 questions x 2 samples, 2 turns of 16.")
     parser.add_argument("--note", default="", help="A sentence appended to the results' caption (e.g. a local patch).")

@@ -20,13 +20,14 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from bench.common import machine
 
 RESULTS_DIR = Path(__file__).parent / "results"
 MODES = ("cached", "uncached")
@@ -87,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(_row(result), flush=True)
                     results.append(result)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    document = {"machine": _machine(), "settings": _settings(args), "runs": [asdict(r) for r in results]}
+    document = {
+        "machine": machine("n/a (no model: the grounded ToolActor)"),
+        "settings": _settings(args),
+        "runs": [asdict(r) for r in results],
+    }
     (args.out_dir / "simulator.json").write_text(json.dumps(document, indent=2) + "\n")
     table = markdown_table(results) + "\n" + _caption(args, results)
     (args.out_dir / "simulator.md").write_text(table)
@@ -327,10 +332,6 @@ def _row(result: RunResult) -> str:
         f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  cores: replicas {result.replica_cores:.2f}, "
         f"load gen {result.generator_cores:.2f}, other {result.other_cores:.2f} (load avg {result.load_average:.2f})"
     )
-
-
-def _machine() -> dict:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
 def _settings(args: argparse.Namespace) -> dict:

@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import re
 import signal
 import statistics
@@ -38,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bench.common import bench_dtype, machine
 from mtr.answers import exact_match
 from mtr.config import RunConfig, load_config
 from mtr.grammar import DEFAULT_SYSTEM_PROMPT
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 def write_results(out_dir: Path, settings: BenchSettings, runs: Sequence[ModelRun]) -> str:
     """trl.json (machine, shared settings, every run) and trl.md (the table and its caption); returns the latter."""
     shared = {k: v for k, v in asdict(settings).items() if k != "model"}  # a model is named by its label only
-    document = {"machine": _machine(), "settings": shared, "runs": [asdict(run) for run in runs]}
+    document = {"machine": _machine(settings.dtype), "settings": shared, "runs": [asdict(run) for run in runs]}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "trl.json").write_text(json.dumps(document, indent=2) + "\n")
     table = markdown_table(runs) + "\n" + caption(settings, runs)
@@ -199,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
         help="[LABEL=]PATH of a Hugging Face checkpoint ('default': the bundled SmolLM2-135M-Instruct); repeat to "
         "benchmark several models in one run.",
     )
-    parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="MTR's model dtype.")
+    parser.add_argument("--dtype", type=bench_dtype, default="auto", help="MTR's model dtype (auto: as a run picks).")
     parser.add_argument("--questions", type=int, help="Questions (groups) per step (default 2; quick 1).")
     parser.add_argument("--group-size", type=int, default=8, help="Samples per question.")
     parser.add_argument("--max-tokens-per-turn", type=int, help="Token cap of one assistant turn (default 128).")
@@ -725,18 +725,17 @@ def _row(result: SideResult) -> str:
     )
 
 
-def _machine() -> dict:
-    import torch
+def _machine(precision: str) -> dict:
     import transformers
 
-    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+    versions = {"transformers": transformers.__version__}
     try:
         import trl
 
         versions["trl"] = trl.__version__
     except ImportError:
         pass
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(), **versions}
+    return {**machine(f"MTR {precision}; TRL float32"), **versions}
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -33,6 +33,7 @@ from pathlib import Path
 from bench.common import (
     RESULTS_DIR,
     OtherProcess,
+    bench_dtype,
     cpu_window,
     describe_load,
     machine,
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     model_path = str(resolve_model_path(args.model))
     with tempfile.TemporaryDirectory(prefix="weightsync-bench-") as scratch:
         document = _measure(args, model_path, Path(scratch))
-    document = {"machine": machine(), "settings": _settings(args), **document}
+    document = {"machine": machine(args.dtype), "settings": _settings(args), **document}
     markdown = markdown_table(document) + "\n" + _caption(document)
     write_results(args.name, document, markdown, args.out_dir)
     print(markdown)
@@ -99,7 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="default", help="HF checkpoint dir, or 'default' (SmolLM2-135M-Instruct).")
     parser.add_argument("--syncs", type=int, default=5, help="Timed weight syncs (one learner step each).")
     parser.add_argument("--restarts", type=int, default=2, help="Timed engine restarts.")
-    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="Weights on the wire.")
+    parser.add_argument(
+        "--dtype",
+        type=bench_dtype,
+        default="auto",
+        help="Weights on the wire: auto (as a run picks), bfloat16, float32.",
+    )
     parser.add_argument("--quick", action="store_true", help="Smoke run: 2 syncs, 1 restart.")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default="weightsync", help="Results file stem (<name>.json, <name>.md).")

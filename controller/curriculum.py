@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from mtr.config import CurriculumConfig
 from mtr.task import Task
@@ -40,11 +40,13 @@ class Curriculum:
         """Hardest hop count currently sampled (exported as the curriculum level metric)."""
         return self.levels[self.level_index] if self.config.enabled else self.levels[-1]
 
-    def sample(self, count: int, rng: random.Random) -> list[Task]:
-        """`count` distinct questions (fewer if there are not that many), weighted as the module says."""
+    def sample(self, count: int, rng: random.Random, exclude: Collection[str] = ()) -> list[Task]:
+        """`count` distinct questions (fewer if there are not that many), weighted as the module says; none whose
+        id is in `exclude` (a dynamic-sampling refill skips the step's questions so far)."""
+        candidates = [t for t in self.tasks if t.id not in exclude] if exclude else self.tasks
         if not self.config.enabled:
-            return rng.sample(self.tasks, min(count, len(self.tasks)))
-        pool = [t for t in self.tasks if max(1, t.hops) <= self.level]
+            return rng.sample(candidates, min(count, len(candidates)))
+        pool = [t for t in candidates if max(1, t.hops) <= self.level]
         weights = [self._weight(t) for t in pool]
         chosen: list[Task] = []
         for _ in range(min(count, len(pool))):

@@ -5,6 +5,8 @@
 For each checkpoint in turn: launch a rollout worker on Ray, evaluate every eval dataset, write the
 per-question traces, stop the worker, and rewrite eval.json / eval.md / eval.png, so a failure on a later
 checkpoint keeps everything measured before it. Bad checkpoint paths are reported before anything starts.
+EM comes with its 95 % bootstrap interval, and checkpoint-to-checkpoint gains with a paired one; with
+`eval.pass_samples` > 0 every checkpoint also gets pass@k from that many sampled traces per question.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.evalreport import summary_table, write_eval_reports
-from controller.evaluation import EvalResult, evaluate
+from controller.evalreport import Gain, gains, statistics_sections, summary_table, write_eval_reports
+from controller.evaluation import EvalResult, PassAtK, evaluate, evaluate_pass_at_k
 from controller.services import Services
 from controller.taskdata import Dataset, load_side, with_tools
 from mtr.config import RunConfig, dump_config
 from mtr.datasets import DatasetError
 from mtr.modelprep import ModelPrepError, resolve_model_path
+from mtr.serviceclients import RolloutClient
 
 log = logging.getLogger("mtr.eval")
 
@@ -63,7 +66,8 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
         return 1
     finally:
         evaluation.write_reports()
-    print("\n".join(["", *summary_table(evaluation.results), "", f"output directory: {out}"]))
+    tables = [*summary_table(evaluation.results), *statistics_sections(evaluation.gains(), evaluation.pass_at_k)]
+    print("\n".join(["", *tables, "", f"output directory: {out}"]))
     return 0
 
 
@@ -79,6 +83,7 @@ class Evaluation:
                 log.warning("eval dataset %s (%s) has no questions; left out", d.name, d.spec)
         self.skipped_rows = {d.name: len(d.skipped) for d in datasets}
         self.results: list[EvalResult] = []
+        self.pass_at_k: list[PassAtK] = []
         self.wall_seconds: dict[str, float] = {}
         self._start = time.perf_counter()
 
@@ -98,29 +103,36 @@ class Evaluation:
         actor, rollout = self._timed(f"{model.label}: engine start", lambda: services.rollout(str(model.path)))
         try:
             for d in self.datasets:
-                log.info("%s on %s: %d questions", model.label, d.name, len(d.tasks))
                 result, records = evaluate(model.label, d.name, d.tasks, rollout, self.config)
                 self.results.append(result)
                 self.wall_seconds[f"{model.label}: {d.name}"] = result.seconds
                 write_jsonl(self.out / "traces" / f"{_file_safe(model.label)}-{_file_safe(d.name)}.jsonl", records)
-                log.info(
-                    "%s on %s: EM %.3f F1 %.3f valid %.2f tool calls %.2f (%.1fs)",
-                    model.label,
-                    d.name,
-                    result.exact_match,
-                    result.f1,
-                    result.valid_rate,
-                    result.mean_tool_calls,
-                    result.seconds,
-                )
+            if self.config.eval.pass_samples:
+                self.evaluate_pass_at_k(model.label, rollout)
         finally:
             rollout.close()
             services.stop_role(actor)
 
+    def evaluate_pass_at_k(self, label: str, rollout: RolloutClient) -> None:
+        """pass@k from eval.pass_samples sampled traces per question, every dataset; one trace file each."""
+        for d in self.datasets:
+            passk, records = evaluate_pass_at_k(
+                label, d.name, d.tasks, rollout, self.config, self.config.eval.pass_samples
+            )
+            self.pass_at_k.append(passk)
+            self.wall_seconds[f"{label}: {d.name} pass@k"] = passk.seconds
+            write_jsonl(self.out / "traces" / f"passk-{_file_safe(label)}-{_file_safe(d.name)}.jsonl", records)
+
     def write_reports(self) -> None:
         wall = {**self.wall_seconds, "total": time.perf_counter() - self._start}
         title = f"MTR evaluation `{self.out.name}`"
-        write_eval_reports(self.out, self.results, self.skipped_rows, wall, "model", title)
+        write_eval_reports(
+            self.out, self.results, self.skipped_rows, wall, "model", title, self.pass_at_k, self.gains()
+        )
+
+    def gains(self) -> list[Gain]:
+        """EM gains between the checkpoints so far (paired bootstrap, eval.bootstrap_* settings)."""
+        return gains(self.results, self.config.eval.bootstrap_resamples, self.config.eval.bootstrap_seed)
 
     def _timed(self, part: str, work):
         start = time.perf_counter()

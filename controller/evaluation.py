@@ -1,24 +1,32 @@
 """Evaluation through the real rollout path: greedy decoding, a turn budget, the simulator farm.
 
 Used by `mtr run` (after each stage) and `mtr eval` (per checkpoint). Reports EM and F1 (SQuAD
-normalization, best gold alias) overall and per question type and hop count, the rate of traces that
-parse, the mean number of tool calls, the policy version that answered and the wall time.
+normalization, best gold alias) overall and per question type and hop count, every EM with its 95 %
+bootstrap interval, the rate of traces that parse, the mean number of tool calls, the policy version that
+answered and the wall time. `evaluate_pass_at_k` samples n traces per question at the rollout temperature
+and reports the unbiased pass@k (the headroom GRPO can turn into greedy EM). Each is one `generate_groups`
+call for all questions of a dataset, so the rollout worker batches them continuously.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from controller.intervals import RESAMPLES, SEED, Interval, bootstrap_mean, pass_at_k_interval
 from controller.reward import CallRecord, RewardBreakdown, score_trace
 from mtr.config import RewardConfig, RunConfig
 from mtr.serviceclients import RolloutClient
 from mtr.task import Task
 from mtr.v1 import rollout_service_pb2 as rpb
 
+log = logging.getLogger("mtr.eval")
+
 UNKNOWN_TYPE = "unknown"
+PASS_KS = (1, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,7 @@ class QuestionScore:
     f1: float
     valid: float
     tool_calls: int
+    task_id: str = ""  # pairs a question across checkpoints (stage-to-stage gains)
 
 
 @dataclass(frozen=True)
@@ -42,9 +51,13 @@ class Bucket:
     f1: float
     valid: float
     tool_calls: float
+    em_low: float = 0.0  # 95 % bootstrap interval of `em`
+    em_high: float = 0.0
 
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+    def as_dict(self) -> dict:
+        values = asdict(self)
+        values["em_ci"] = [values.pop("em_low"), values.pop("em_high")]
+        return values
 
 
 @dataclass
@@ -62,6 +75,9 @@ class EvalResult:
     hops: dict[int, Bucket] = field(default_factory=dict)
     policy_version: int = 0
     seconds: float = 0.0
+    em_low: float = 0.0  # 95 % bootstrap interval of `exact_match` over the questions
+    em_high: float = 0.0
+    question_em: dict[str, float] = field(default_factory=dict)  # task id -> EM, to pair with other checkpoints
 
     def row(self) -> dict:
         return {
@@ -69,6 +85,7 @@ class EvalResult:
             "dataset": self.dataset,
             "n": self.count,
             "em": self.exact_match,
+            "em_ci": [self.em_low, self.em_high],
             "f1": self.f1,
             "valid": self.valid_rate,
             "tool_calls": self.mean_tool_calls,
@@ -77,12 +94,12 @@ class EvalResult:
         }
 
     @property
-    def by_type(self) -> dict[str, dict[str, float]]:
+    def by_type(self) -> dict[str, dict]:
         """Per question type, JSON-ready (the metrics log records it as is)."""
         return {name: bucket.as_dict() for name, bucket in self.types.items()}
 
     @property
-    def by_hops(self) -> dict[str, dict[str, float]]:
+    def by_hops(self) -> dict[str, dict]:
         """Per hop count, JSON-ready; keys are strings because JSON object keys are."""
         return {str(hops): bucket.as_dict() for hops, bucket in self.hops.items()}
 
@@ -97,6 +114,18 @@ def greedy_sampling(config: RunConfig, seed: int) -> rpb.SamplingConfig:
     )
 
 
+def pass_sampling(config: RunConfig, seed: int) -> rpb.SamplingConfig:
+    """The GRPO sampler's settings (rollout.temperature, top_p): pass@k measures what GRPO's groups can find."""
+    r = config.rollout
+    return rpb.SamplingConfig(
+        temperature=r.temperature,
+        top_p=r.top_p,
+        max_tokens_per_turn=r.max_tokens_per_turn,
+        max_turns=r.max_turns,
+        seed=seed,
+    )
+
+
 def call_records(trace: rpb.Trace) -> list[CallRecord]:
     return [CallRecord(c.name, c.arguments_json, c.observation_json, c.status) for c in trace.tool_calls]
 
@@ -105,21 +134,30 @@ def score(trace: rpb.Trace, task: Task, max_turns: int, reward: RewardConfig) ->
     return score_trace(trace.text, task, call_records(trace), trace.finish_reason, max_turns, reward)
 
 
-def bucket(scores: Sequence[QuestionScore]) -> Bucket:
+def bucket(scores: Sequence[QuestionScore], resamples: int = RESAMPLES, seed: int = SEED) -> Bucket:
+    em = bootstrap_mean([s.exact_match for s in scores], resamples, seed)
     return Bucket(
         n=len(scores),
-        em=_mean(s.exact_match for s in scores),
+        em=em.estimate,
         f1=_mean(s.f1 for s in scores),
         valid=_mean(s.valid for s in scores),
         tool_calls=_mean(s.tool_calls for s in scores),
+        em_low=em.low,
+        em_high=em.high,
     )
 
 
 def summarize(
-    stage: str, dataset: str, scores: Sequence[QuestionScore], policy_version: int = 0, seconds: float = 0.0
+    stage: str,
+    dataset: str,
+    scores: Sequence[QuestionScore],
+    policy_version: int = 0,
+    seconds: float = 0.0,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
 ) -> EvalResult:
     """Aggregate per-question scores into one result with its per-type and per-hop-count breakdowns."""
-    overall = bucket(scores)
+    overall = bucket(scores, resamples, seed)
     return EvalResult(
         stage=stage,
         dataset=dataset,
@@ -128,10 +166,13 @@ def summarize(
         f1=overall.f1,
         valid_rate=overall.valid,
         mean_tool_calls=overall.tool_calls,
-        types=_grouped(scores, lambda s: s.question_type or UNKNOWN_TYPE),
-        hops=_grouped(scores, lambda s: s.hops),
+        types=_grouped(scores, lambda s: s.question_type or UNKNOWN_TYPE, resamples, seed),
+        hops=_grouped(scores, lambda s: s.hops, resamples, seed),
         policy_version=policy_version,
         seconds=seconds,
+        em_low=overall.em_low,
+        em_high=overall.em_high,
+        question_em={s.task_id: s.exact_match for s in scores},
     )
 
 
@@ -139,9 +180,10 @@ def evaluate(
     stage: str, dataset: str, tasks: Sequence[Task], rollout: RolloutClient, config: RunConfig
 ) -> tuple[EvalResult, list[dict]]:
     """Greedy traces for `tasks` on the rollout worker, scored; returns the result and one record per question."""
+    log.info("eval %s on %s: %d questions, greedy, in one batch", stage, dataset, len(tasks))
     start = time.perf_counter()
     response = rollout.generate_groups(tasks, 1, greedy_sampling(config, config.seed))
-    by_id = {task.id: task for task in tasks}
+    by_id = _check_groups(response, tasks, 1, dataset, rollout)
     scores, records = [], []
     for group in response.groups:
         task = by_id[group.task_id]
@@ -149,14 +191,106 @@ def evaluate(
         breakdown = score(trace, task, config.rollout.max_turns, config.reward)
         scores.append(question_score(task, breakdown, len(trace.tool_calls)))
         records.append(_record(stage, dataset, task, trace, breakdown))
+    seconds = time.perf_counter() - start
+    boot = config.eval
+    result = summarize(
+        stage, dataset, scores, response.policy_version, seconds, boot.bootstrap_resamples, boot.bootstrap_seed
+    )
+    log.info(
+        "eval %s on %s: EM %.3f [%.3f, %.3f] F1 %.3f valid %.2f tool calls %.2f (%d questions, %.1fs)",
+        stage,
+        dataset,
+        result.exact_match,
+        result.em_low,
+        result.em_high,
+        result.f1,
+        result.valid_rate,
+        result.mean_tool_calls,
+        result.count,
+        seconds,
+    )
+    return result, records
+
+
+@dataclass
+class PassAtK:
+    """pass@k of one checkpoint on one dataset from `samples` sampled traces per question."""
+
+    stage: str
+    dataset: str
+    count: int  # questions
+    samples: int  # traces per question
+    values: dict[int, Interval]  # k -> pass@k over questions with its 95 % bootstrap interval
+    correct: dict[str, int] = field(default_factory=dict)  # task id -> traces with exact match
+    temperature: float = 1.0
+    seconds: float = 0.0
+
+    def row(self) -> dict:
+        return {
+            "stage": self.stage,
+            "dataset": self.dataset,
+            "n": self.count,
+            "samples": self.samples,
+            "temperature": self.temperature,
+            **{f"pass@{k}": v.estimate for k, v in self.values.items()},
+            **{f"pass@{k}_ci": v.bounds for k, v in self.values.items()},
+            "seconds": self.seconds,
+        }
+
+
+def pass_ks(samples: int) -> list[int]:
+    """The k of (1, 4, 8) that `samples` traces per question can estimate."""
+    return [k for k in PASS_KS if k <= samples]
+
+
+def evaluate_pass_at_k(
+    stage: str, dataset: str, tasks: Sequence[Task], rollout: RolloutClient, config: RunConfig, samples: int
+) -> tuple[PassAtK, list[dict]]:
+    """`samples` traces per question at the rollout temperature, scored; pass@k and one record per trace."""
+    log.info("pass@k %s on %s: %d questions x %d samples, in one batch", stage, dataset, len(tasks), samples)
+    start = time.perf_counter()
+    response = rollout.generate_groups(tasks, samples, pass_sampling(config, config.seed))
+    by_id = _check_groups(response, tasks, samples, dataset, rollout)
+    correct: dict[str, int] = {}
+    records = []
+    for group in response.groups:
+        task = by_id[group.task_id]
+        correct[task.id] = 0
+        for index, trace in enumerate(group.traces):
+            breakdown = score(trace, task, config.rollout.max_turns, config.reward)
+            correct[task.id] += int(breakdown.exact_match >= 1.0)
+            records.append({**_record(stage, dataset, task, trace, breakdown), "sample": index})
+    boot = config.eval
+    counts = list(correct.values())
+    values = {
+        k: pass_at_k_interval(samples, counts, k, boot.bootstrap_resamples, boot.bootstrap_seed)
+        for k in pass_ks(samples)
+    }
+    seconds = time.perf_counter() - start
+    result = PassAtK(stage, dataset, len(counts), samples, values, correct, config.rollout.temperature, seconds)
+    shown = " ".join(f"pass@{k} {v.estimate:.3f} [{v.low:.3f}, {v.high:.3f}]" for k, v in values.items())
+    log.info("pass@k %s on %s: %s (%d questions, %.1fs)", stage, dataset, shown, len(counts), seconds)
+    return result, records
+
+
+def _check_groups(
+    response: rpb.GenerateGroupsResponse, tasks: Sequence[Task], samples: int, dataset: str, rollout: RolloutClient
+) -> dict[str, Task]:
+    """Tasks by id, once every task came back with `samples` traces; otherwise the error names what is missing."""
+    by_id = {task.id: task for task in tasks}
     missing = set(by_id) - {g.task_id for g in response.groups}
     if missing:
         raise RuntimeError(
             f"rollout worker at {rollout.address} returned no trace for {len(missing)} task(s) of "
             f"{dataset}, e.g. {sorted(missing)[:3]}"
         )
-    result = summarize(stage, dataset, scores, response.policy_version, time.perf_counter() - start)
-    return result, records
+    short = [g.task_id for g in response.groups if len(g.traces) != samples]
+    if short:
+        raise RuntimeError(
+            f"rollout worker at {rollout.address} returned other than {samples} trace(s) for {len(short)} task(s) "
+            f"of {dataset}, e.g. {short[:3]}"
+        )
+    return by_id
 
 
 def question_score(task: Task, breakdown: RewardBreakdown, tool_calls: int) -> QuestionScore:
@@ -167,6 +301,7 @@ def question_score(task: Task, breakdown: RewardBreakdown, tool_calls: int) -> Q
         f1=breakdown.f1,
         valid=breakdown.format_valid,
         tool_calls=tool_calls,
+        task_id=task.id,
     )
 
 
@@ -186,11 +321,13 @@ def _record(stage: str, dataset: str, task: Task, trace: rpb.Trace, breakdown: R
     }
 
 
-def _grouped(scores: Iterable[QuestionScore], key: Callable[[QuestionScore], Hashable]) -> dict:
+def _grouped(
+    scores: Iterable[QuestionScore], key: Callable[[QuestionScore], Hashable], resamples: int, seed: int
+) -> dict:
     groups: dict = defaultdict(list)
     for s in scores:
         groups[key(s)].append(s)
-    return {k: bucket(v) for k, v in sorted(groups.items())}
+    return {k: bucket(v, resamples, seed) for k, v in sorted(groups.items())}
 
 
 def _mean(values: Iterable[float]) -> float:

@@ -8,7 +8,10 @@ async: rollout(t+1) runs while the learner updates on step t. The new weights ar
 
 Step t's questions are drawn with an RNG seeded by (seed, t) from the curriculum state at that point, and
 the state after each step can be saved: a resumed run draws exactly the questions the stopped one would
-have (in async mode the questions of the rollout in flight are saved with it).
+have (in async mode the questions of the rollout in flight are saved with it). Dynamic sampling
+(`grpo.dynamic_sampling`) refills a step whose groups lacked signal: refill k of step t draws with an RNG of
+(seed, t, k) from the same curriculum state (the curriculum only changes between steps), so it too is
+drawn again identically on resume.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from controller.curriculum import Curriculum
-from controller.training import GRPOStepper, RolloutBatch
+from controller.training import GRPOStepper, RefillFn, RolloutBatch
 from mtr.task import Task
 
 log = logging.getLogger("mtr.grpo")
@@ -41,6 +44,15 @@ class GRPOLoop:
         rng = random.Random(self.config.seed * 1_000_003 + step)
         return self.curriculum.sample(self.config.grpo.questions_per_step, rng)
 
+    def refill_for(self, step: int) -> RefillFn:
+        """Dynamic sampling's source of new questions for `step`: refill k is drawn with an RNG of (seed, step, k)."""
+
+        def refill(draw: int, count: int, used: set[str]) -> list[Task]:
+            rng = random.Random(f"refill:{self.config.seed}:{step}:{draw}")  # str seeds hash stably (sha512)
+            return self.curriculum.sample(count, rng, exclude=used)
+
+        return refill
+
     def run(self, start_step: int = 0, pending_task_ids: Sequence[str] | None = None) -> list[float]:
         """Steps start_step .. grpo.steps-1; `pending_task_ids`: the questions of start_step, when saved."""
         steps = self.config.grpo.steps
@@ -51,13 +63,18 @@ class GRPOLoop:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="grpo-rollout") as background:
             pending: Future[RolloutBatch] | None = None
             for step in range(start_step, steps):
-                batch = pending.result() if pending is not None else self.stepper.rollout_phase(step, current)
+                if pending is not None:
+                    batch = pending.result()
+                else:
+                    batch = self.stepper.rollout_phase(step, current, self.refill_for(step))
                 self._fold(batch)
                 upcoming = self.tasks_for(step + 1) if step + 1 < steps else []
                 pending = None
                 if overlap and upcoming:
                     self.stepper.sync_rollout()  # update t-1's weights, loaded between two generations
-                    pending = background.submit(self.stepper.rollout_phase, step + 1, upcoming)
+                    pending = background.submit(
+                        self.stepper.rollout_phase, step + 1, upcoming, self.refill_for(step + 1)
+                    )
                 record = self.stepper.learn_phase(batch)
                 if not overlap:
                     self.stepper.sync_rollout()

@@ -108,6 +108,8 @@ class GRPORun:
                 loop.curriculum.restore(state["curriculum"])
                 self.curve = GRPOCurve.from_dict(state["curve"])
                 start, pending = int(state["step"]), state.get("pending_task_ids") or None
+                # A checkpoint taken after the reset holds GRPO's own moments: resetting again would change them.
+                stepper.reset_optimizer_pending = bool(state.get("optimizer_reset_pending", False))
             else:
                 self._evaluate(0)
             loop.run(start, pending)
@@ -144,6 +146,7 @@ class GRPORun:
             "learner_version": self.loop.stepper.learner_version,
             "curriculum": self.loop.curriculum.state(),
             "pending_task_ids": next_task_ids,
+            "optimizer_reset_pending": self.loop.stepper.reset_optimizer_pending,
             "curve": self.curve.as_dict(),
         }
         (target / STATE_FILE).write_text(json.dumps(state))  # written last: marks the checkpoint complete

@@ -34,6 +34,12 @@ class ControllerMetrics:
             "mtr_grpo_policy_tokens", "Policy tokens in the traces GRPO steps scored.", registry=r
         )
         self.rollout_sequences = Counter("mtr_grpo_traces", "Traces GRPO steps scored.", registry=r)
+        self.precision = Gauge(
+            "mtr_precision_info",
+            "1 for the dtype the run computes in; labels say what was asked for and the capability seen.",
+            ["dtype", "requested", "capability"],
+            registry=r,
+        )
         self.reward = Gauge("mtr_reward", "Mean reward component of the last GRPO step.", ["component"], registry=r)
         self.eval_em = Gauge("mtr_eval_exact_match", "Evaluation exact match.", ["dataset", "stage"], registry=r)
         self.eval_f1 = Gauge("mtr_eval_f1", "Evaluation token F1.", ["dataset", "stage"], registry=r)
@@ -56,7 +62,17 @@ class ControllerMetrics:
         )
         self.policy_version = Gauge("mtr_policy_version", "Weights version rollout workers generate with.", registry=r)
         self.groups_dropped = Counter(
-            "mtr_grpo_groups_dropped", "GRPO groups without reward variance (no signal).", registry=r
+            "mtr_grpo_groups_dropped", "GRPO groups without signal (reward std below grpo.min_reward_std).", registry=r
+        )
+        self.groups_drawn = Counter(
+            "mtr_grpo_groups_drawn", "GRPO groups generated (dynamic-sampling refills included).", registry=r
+        )
+        self.groups_kept = Counter("mtr_grpo_groups_kept", "GRPO groups with signal, trained on.", registry=r)
+        self.weights_changed = Gauge(
+            "mtr_weights_changed_fraction",
+            "Share of the served-dtype weight values the last published version changed (0: the update did not "
+            "reach the policy the rollout serves).",
+            registry=r,
         )
         self.staleness = Histogram(
             "mtr_policy_staleness_versions",

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from controller.autoagent import synthesize
-from controller.evaluation import EvalResult, evaluate
+from controller.cpumeter import CpuMeter
+from controller.evaluation import EvalResult, PassAtK, evaluate, evaluate_pass_at_k
 from controller.grpo import GRPOLoop
 from controller.llmteacher import make_teacher
 from controller.metrics import ControllerMetrics
@@ -43,6 +44,8 @@ class RunOutcome:
     checksums_match: bool | None = None
     skipped_rows: dict[str, int] = dataclasses.field(default_factory=dict)
     acceptance: dict[str, dict] = dataclasses.field(default_factory=dict)  # AutoAgent, per dataset
+    pass_at_k: list[PassAtK] = dataclasses.field(default_factory=list)  # at the SFT checkpoint (eval.pass_samples)
+    stage_cores_busy: dict[str, float] = dataclasses.field(default_factory=dict)  # CPU s per wall s, machine-wide
 
 
 class Pipeline:
@@ -57,6 +60,8 @@ class Pipeline:
 
     # -- wiring -----------------------------------------------------------------------------------------------
     def setup(self) -> None:
+        if (choice := self.config.precision_choice) is not None:
+            self.metrics.precision.labels(choice.dtype, choice.requested, choice.capability).set(1)
         port = self.metrics.serve(self.config.cluster.metrics_port, targets=self.targets)
         log.info("run directory %s; Prometheus metrics on 127.0.0.1:%d (/metrics, /sd)", self.run_dir.path, port)
         self.services.start()
@@ -102,6 +107,8 @@ class Pipeline:
             if self.config.sft.steps:
                 self._timed("sft", lambda: self.sft(examples))
                 self._timed("eval_sft", lambda: self.evaluate_all("sft", held_out))
+                if self.config.eval.pass_samples:
+                    self._timed("eval_sft_passk", lambda: self.pass_at_k_all("sft", held_out))
             if self.config.grpo.steps:
                 self._timed("grpo", lambda: self.grpo(train))
                 self._timed("eval_grpo", lambda: self.evaluate_all("grpo", held_out))
@@ -129,10 +136,12 @@ class Pipeline:
     def _timed(self, stage: str, work):
         self.metrics.set_stage(stage.split("_")[0])
         start = time.perf_counter()
-        result = work()
-        self.outcome.stage_seconds[stage] = time.perf_counter() - start
-        self.run_dir.log("stage", 0, name=stage, seconds=self.outcome.stage_seconds[stage])
-        log.info("stage %s done in %.1fs", stage, self.outcome.stage_seconds[stage])
+        with CpuMeter() as cpu:
+            result = work()
+        seconds = self.outcome.stage_seconds[stage] = time.perf_counter() - start
+        self.outcome.stage_cores_busy[stage] = cpu.cores_busy
+        self.run_dir.log("stage", 0, name=stage, seconds=seconds, cores_busy=cpu.cores_busy)
+        log.info("stage %s done in %.1fs (%.2f cores busy)", stage, seconds, cpu.cores_busy)
         return result
 
     def synthesize(self, train: list[Task]):
@@ -165,12 +174,17 @@ class Pipeline:
         self.run_dir.log("eval", 0, **result.row(), by_type=result.by_type, by_hops=result.by_hops)
         self.metrics.eval_em.labels(dataset=dataset, stage=stage).set(result.exact_match)
         self.metrics.eval_f1.labels(dataset=dataset, stage=stage).set(result.f1)
-        log.info(
-            "eval %s on %s: EM %.3f F1 %.3f valid %.2f",
-            stage,
-            dataset,
-            result.exact_match,
-            result.f1,
-            result.valid_rate,
-        )
-        return result
+        return result  # `evaluate` logged its start and its result
+
+    def pass_at_k_all(self, stage: str, datasets: list[Dataset]) -> list[PassAtK]:
+        """pass@k from eval.pass_samples sampled traces per held-out question: the headroom GRPO can use."""
+        found = []
+        for d in (d for d in datasets if d.tasks):
+            result, records = evaluate_pass_at_k(
+                stage, d.name, d.tasks, self.rollout, self.config, self.config.eval.pass_samples
+            )
+            self.outcome.pass_at_k.append(result)
+            self.run_dir.append_jsonl(f"traces/passk-{stage}.jsonl", records)
+            self.run_dir.log("passk", 0, **result.row())
+            found.append(result)
+        return found

@@ -6,16 +6,29 @@ and a standalone evaluation read alike (one row per stage × held-out dataset).
 
 from __future__ import annotations
 
-from controller.evalreport import breakdown_tables, skipped_note, summary_table, write_eval_reports
+from controller.evalreport import (
+    breakdown_tables,
+    gains,
+    skipped_note,
+    statistics_sections,
+    summary_table,
+    write_eval_reports,
+)
 from mtr.config import RunConfig
 
 
 def write_report(run_dir, config: RunConfig, outcome) -> None:
     title = f"MTR run `{run_dir.path.name}`"
-    write_eval_reports(run_dir.path, outcome.evals, outcome.skipped_rows, outcome.stage_seconds, "stage", title)
+    pass_at_k = getattr(outcome, "pass_at_k", [])
+    found = gains(outcome.evals, config.eval.bootstrap_resamples, config.eval.bootstrap_seed)
+    write_eval_reports(
+        run_dir.path, outcome.evals, outcome.skipped_rows, outcome.stage_seconds, "stage", title, pass_at_k, found
+    )
     lines = [f"# {title}", "", f"Model: `{config.model.path}`; world seed {config.world.seed}.", ""]
-    lines += ["## Held-out evaluation", ""] + summary_table(outcome.evals, "stage")
+    lines += ["## Held-out evaluation", "", "EM with its 95 % bootstrap interval over the questions.", ""]
+    lines += summary_table(outcome.evals, "stage")
     lines += skipped_note(outcome.skipped_rows)
+    lines += statistics_sections(found, pass_at_k, "stage")
     lines += acceptance_table(getattr(outcome, "acceptance", {}))
     if outcome.sft_losses:
         lines += [
@@ -29,9 +42,14 @@ def write_report(run_dir, config: RunConfig, outcome) -> None:
         lines += ["", f"Weights on the rollout worker match the learner's (checksum): {outcome.checksums_match}."]
     if outcome.evals:
         lines += ["", "## Breakdown by question type and hop count", ""] + breakdown_tables(outcome.evals, "stage")
-    lines += ["", "## Wall time", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in outcome.stage_seconds.items()]
-    lines += [f"| total | {sum(outcome.stage_seconds.values()):.1f} |", ""]
+    busy = getattr(outcome, "stage_cores_busy", {})
+    lines += ["", "## Wall time", "", "| stage | seconds | cores busy |", "|---|---|---|"]
+    lines += [
+        f"| {stage} | {s:.1f} | {busy.get(stage, float('nan')):.2f} |" for stage, s in outcome.stage_seconds.items()
+    ]
+    lines += [f"| total | {sum(outcome.stage_seconds.values()):.1f} | |", ""]
+    lines += ["Cores busy: CPU seconds per wall second over the whole machine during the stage.", ""]
+    lines += machine_section(config)
     run_dir.write_text("report.md", "\n".join(lines))
 
 
@@ -45,3 +63,21 @@ def acceptance_table(acceptance: dict[str, dict]) -> list[str]:
         reasons = ", ".join(f"{k} {v}" for k, v in row["rejected"].items()) or "-"
         lines.append(f"| {name} | {row['attempted']} | {row['accepted']} | {row['acceptance_rate']:.2f} | {reasons} |")
     return lines
+
+
+def machine_section(config: RunConfig) -> list[str]:
+    """Where the figures above came from: CPU, capability, cores, versions, and the precision chosen."""
+    from mtr.hardware import describe_machine
+
+    machine = describe_machine()
+    cuda = f"; CUDA: {', '.join(machine['cuda_devices'])}" if machine["cuda_devices"] else ""
+    choice = config.precision_choice
+    precision = f"{choice.dtype} ({choice.reason})" if choice is not None else config.model.dtype
+    return [
+        "## Machine",
+        "",
+        f"- CPU: {machine['cpu_model']}, capability {machine['cpu_capability']}, {machine['cores']} cores{cuda}",
+        f"- torch {machine['torch']}, vLLM {machine['vllm']}, DeepSpeed {machine['deepspeed']}",
+        f"- precision: {precision}",
+        "",
+    ]

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from mtr.config import RunConfig, dump_config
+from mtr.hardware import describe_machine
 
 
 class RunDirectory:
@@ -30,7 +31,7 @@ class RunDirectory:
             path = Path(config.runs_dir) / f"{config.name}-{stamp}-{suffix}"
             suffix += 1
         run = cls(path)
-        (path / "config.yaml").write_text(dump_config(config))
+        (path / "config.yaml").write_text(provenance_header(config) + dump_config(config))
         return run
 
     def log(self, event: str, step: int, **values) -> None:
@@ -63,3 +64,18 @@ class RunDirectory:
 
     def close(self) -> None:
         self._metrics.close()
+
+
+def provenance_header(config: RunConfig) -> str:
+    """YAML comments naming the machine and how the precision was chosen, so the figures of two runs on
+    different CPUs are never compared blindly (the config itself stays loadable)."""
+    machine = describe_machine()
+    lines = [
+        f"# machine: {machine['cpu_model']} ({machine['cpu_capability']}), {machine['cores']} cores, "
+        f"torch {machine['torch']}, vllm {machine['vllm']}, deepspeed {machine['deepspeed']}"
+    ]
+    if machine["cuda_devices"]:
+        lines.append(f"# cuda: {', '.join(machine['cuda_devices'])}")
+    if config.precision_choice is not None:
+        lines.append(f"# precision: {config.precision_choice.dtype} ({config.precision_choice.reason})")
+    return "\n".join(lines) + "\n"

@@ -115,8 +115,19 @@ class SFTTrainer:
                 last = self.learner.train_step(lpb.OBJECTIVE_SFT, batch, publish_weights=publish)
                 losses.append(last.loss)
                 self._record(step, last)
-                bar.set_postfix(loss=f"{last.loss:.4f}", tok_s=f"{last.tokens / max(last.seconds, 1e-9):.0f}")
+                tokens_per_second = last.tokens / max(last.seconds, 1e-9)
+                bar.set_postfix(loss=f"{last.loss:.4f}", tok_s=f"{tokens_per_second:.0f}")
                 bar.update(1)
+                if not self.show_progress:  # `mtr run`: a log line per step, not a bar among the services' logs
+                    log.info(
+                        "sft step %d/%d: loss %.4f, %.0f tokens/s, lr %.2e (%.1fs)",
+                        step + 1,
+                        self.steps,
+                        last.loss,
+                        tokens_per_second,
+                        last.learning_rate,
+                        last.seconds,
+                    )
                 if checkpoint and save_every and (step + 1) % save_every == 0 and step + 1 < self.steps:
                     checkpoint(step + 1)
         finally:
@@ -139,4 +150,3 @@ class SFTTrainer:
             lr=response.learning_rate,
             version=response.version,
         )
-        log.debug("sft step %d loss %.4f (%.1fs)", step, response.loss, response.seconds)

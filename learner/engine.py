@@ -7,10 +7,14 @@ As one rank of a data-parallel group (`learner.group`) a step trains on that ran
 GRPO can add a KL penalty to a frozen reference: a copy of the policy taken the first time a GRPO step asks
 for KL (the policy at GRPO start, i.e. the SFT checkpoint), held by every rank.
 `save_state`/`load_state` write and restore everything an exact continuation needs, the reference included.
+A GRPO step can start from fresh optimizer moments (`reset_optimizer`: the first step after SFT, so that
+leftover SFT momentum and second moments do not drive or damp it). Each publish counts how many values of the
+served-dtype weights changed since the previous one (`PublishInfo.changed`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -27,11 +31,19 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from learner.losses import GRPOStats, grpo_loss, masked_token_logprobs, sft_loss, token_logprobs
+from learner.losses import (
+    GRPOStats,
+    grpo_loss,
+    masked_token_logprobs,
+    sft_loss,
+    step_normalizer,
+    token_logprobs,
+)
 from mtr.config import LearnerConfig
+from mtr.hardware import concrete_dtype
 from mtr.modelprep import resolve_model_path
 from mtr.placement import bind_address
-from mtr.weights import weights_checksum
+from mtr.weights import ServedWeightsDiff, weights_checksum
 
 if TYPE_CHECKING:
     from mtr.broadcast import PublishInfo, WeightBroadcast, WeightGroupInfo
@@ -66,7 +78,7 @@ class TrainSequence:
 
 @dataclass(frozen=True)
 class StepResult:
-    loss: float  # token-mean loss over the step's masked tokens
+    loss: float  # the step's loss: token mean over masked tokens (GRPO: as its loss_agg_mode aggregates)
     grad_norm: float  # global gradient norm before clipping
     tokens: int  # tokens processed (sum of sequence lengths, padding excluded)
     seconds: float
@@ -91,7 +103,14 @@ class LearnerLike(Protocol):
     def sft_step(self, sequences: Sequence[TrainSequence]) -> StepResult: ...
 
     def grpo_step(
-        self, sequences: Sequence[TrainSequence], clip_eps: float | None = None, kl_coef: float = 0.0
+        self,
+        sequences: Sequence[TrainSequence],
+        clip_eps: float | None = None,
+        kl_coef: float = 0.0,
+        *,
+        clip_eps_high: float | None = None,
+        loss_agg_mode: str = "token-mean",
+        reset_optimizer: bool = False,
     ) -> StepResult: ...
 
     def checksum(self, dtype: str = "bfloat16") -> str: ...
@@ -178,6 +197,17 @@ def plan_micro_batches(lengths: Sequence[int], budget_tokens: int) -> list[list[
 def validate_kl_coef(kl_coef: float) -> None:
     if not (math.isfinite(kl_coef) and kl_coef >= 0):
         raise ValueError(f"kl_coef must be finite and >= 0, got {kl_coef}")
+
+
+def resolve_clip(config_eps: float, low: float | None, high: float | None) -> tuple[float, float]:
+    """(low, high) clip of the importance ratio, 1-low .. 1+high; None takes `learner.clip_eps` (low) / low (high)."""
+    low = config_eps if low is None else low
+    high = low if high is None else high
+    if not 0.0 < low < 1.0:
+        raise ValueError(f"clip_eps (lower clip) must be in (0, 1), got {low}")
+    if not (math.isfinite(high) and high > 0.0):
+        raise ValueError(f"clip_eps_high (upper clip) must be positive and finite, got {high}")
+    return low, high
 
 
 def validate_sequences(sequences: Sequence[TrainSequence], vocab_size: int, grpo: bool) -> None:
@@ -275,6 +305,8 @@ class PolicyLearner:
     def __init__(self, model_path: str | Path, config: LearnerConfig, total_steps: int) -> None:
         if total_steps < 1:
             raise ValueError(f"total_steps must be at least 1, got {total_steps}")
+        if config.precision == "auto":  # a learner started without a resolved run config decides for itself
+            config = config.model_copy(update={"precision": concrete_dtype("auto")})
         self.config = config
         self.model_path = resolve_model_path(str(model_path))
         self.total_steps = total_steps
@@ -283,6 +315,8 @@ class PolicyLearner:
         self._failure: str | None = None
         self._broadcasts: dict[str, WeightBroadcast] = {}
         self._reference: torch.nn.Module | None = None  # frozen KL reference, made on first use
+        # The weights as last published in the served dtype (rank 0), to count what each publish changes.
+        self._served = ServedWeightsDiff(self.config.precision)
         self._device = _init_distributed()
         self._rank = torch.distributed.get_rank()
         self._world_size = torch.distributed.get_world_size()
@@ -373,32 +407,60 @@ class PolicyLearner:
         clip_eps: float | None = None,
         kl_coef: float = 0.0,
         *,
+        clip_eps_high: float | None = None,
+        loss_agg_mode: str = "token-mean",
+        reset_optimizer: bool = False,
         normalizer: float | None = None,
         micro_batches: int | None = None,
     ) -> StepResult:
         """One optimizer step of the clipped GRPO objective (advantages already group-normalized).
 
-        `kl_coef` > 0 adds kl_coef × token-mean k3 KL to the frozen reference; the first such step takes the
-        reference (the current weights, so its KL is 0). Once a reference exists every GRPO step measures
-        the KL (`StepResult.kl`), also with `kl_coef` 0. `normalizer`/`micro_batches`: see `_step`.
+        The ratio is clipped to [1 - clip_eps, 1 + clip_eps_high] (None: learner.clip_eps, and symmetric);
+        `loss_agg_mode` is one of `learner.losses.LOSS_AGG_MODES`. `kl_coef` > 0 adds kl_coef × k3 KL to the
+        frozen reference, aggregated like the policy term; the first such step takes the reference (the
+        current weights, so its KL is 0). Once a reference exists every GRPO step measures the KL
+        (`StepResult.kl`), also with `kl_coef` 0. `reset_optimizer` clears the optimizer's moments first.
+        `normalizer`/`micro_batches`: see `_step` (for a rank: `step_normalizer` of the whole step / ranks).
         """
         if sequences or normalizer is None:
             validate_sequences(sequences, self.vocab_size, grpo=True)
-        eps = self.config.clip_eps if clip_eps is None else clip_eps
-        if not 0.0 < eps < 1.0:
-            raise ValueError(f"clip_eps must be in (0, 1), got {eps}")
+        low, high = resolve_clip(self.config.clip_eps, clip_eps, clip_eps_high)
         validate_kl_coef(kl_coef)
+        if normalizer is None:
+            normalizer = step_normalizer([s.loss_mask for s in sequences], loss_agg_mode)
         if kl_coef > 0 and self._reference is None:
             self._check_usable()
             self._reference = self._snapshot_reference()
+        if reset_optimizer:
+            self.reset_optimizer()
 
         def loss_fn(logprobs: torch.Tensor, batch: _MicroBatch, normalizer: float):
             ref = self._reference_logprobs(batch)
             return grpo_loss(
-                logprobs, batch.old_logprobs, batch.advantages, batch.loss_mask, eps, normalizer, ref, kl_coef
+                logprobs,
+                batch.old_logprobs,
+                batch.advantages,
+                batch.loss_mask,
+                low,
+                normalizer,
+                ref,
+                kl_coef,
+                clip_eps_high=high,
+                loss_agg_mode=loss_agg_mode,
             )
 
         return self._step(sequences, loss_fn, normalizer, micro_batches)
+
+    def reset_optimizer(self) -> None:
+        """Forget the optimizer's moments (AdamW's exp_avg, exp_avg_sq and step count): the next step is the
+        first of a fresh AdamW, as when GRPO starts from an SFT checkpoint in a new process.
+
+        DeepSpeed's ZeRO (stages 1-3) and bf16 optimizers wrap this torch AdamW and step it on their fp32
+        master partitions; its `state` is keyed by those partitions and refilled lazily at the next step, so
+        clearing it resets every rank's shard. The master weights themselves are kept.
+        """
+        self._check_usable()
+        self._optimizer.state.clear()
 
     @property
     def has_reference(self) -> bool:
@@ -462,11 +524,12 @@ class PolicyLearner:
     ) -> StepResult:
         """Forward/backward every micro-batch, then one optimizer step.
 
-        Alone, the loss is divided by the step's masked-token count. As a rank of a data-parallel step the
-        caller passes `normalizer` = (all ranks' masked tokens) / world_size, because DeepSpeed averages the
-        ranks' gradients; and `micro_batches`, the count every rank runs: ZeRO 2/3 reduce gradients inside
-        each backward, so all ranks must call it equally often. Missing micro-batches (or a rank without any
-        sequence) are filled with zero-weight ones that join the collectives but add nothing.
+        Alone, the loss is divided by the step's masked-token count (GRPO passes its `step_normalizer`).
+        As a rank of a data-parallel step the caller passes `normalizer` = (all ranks' masked tokens, or
+        sequences) / world_size, because DeepSpeed averages the ranks' gradients; and `micro_batches`, the count
+        every rank runs: ZeRO 2/3 reduce gradients inside each backward, so all ranks must call it equally often.
+        Missing micro-batches (or a rank without any sequence) are filled with zero-weight ones that join the
+        collectives but add nothing.
         """
         self._check_usable()
         start = time.perf_counter()
@@ -483,6 +546,7 @@ class PolicyLearner:
             if micro_batches < len(plan):
                 raise ValueError(f"{len(sequences)} sequences need {len(plan)} micro-batches, {micro_batches} given")
             plan += [[] for _ in range(micro_batches - len(plan))]
+        self._remember_served_weights()
         total_loss, clipped, kl_sum, masked = 0.0, 0.0, 0.0, 0
         for indices in plan:
             loss, stats = self._micro_batch_loss([sequences[i] for i in indices], loss_fn, normalizer)
@@ -619,9 +683,25 @@ class PolicyLearner:
         """Publish the current weights under `version` through the named broadcast ("ray" or "local").
 
         The broadcast is made once per kind and kept: the Ray variant's published objects are owned by
-        this process, so they live as long as it does.
+        this process, so they live as long as it does. The returned info counts the values of the published
+        (served-dtype) weights that differ from the previous publish, or from the weights before this
+        learner's first step since it was built or restored: what the rollout workers' copy will change by.
         """
-        return self._broadcast(broadcast).publish(version, self.named_weights(), dtype=self.config.precision)
+        served = self._served.track(self.named_weights())
+        info = self._broadcast(broadcast).publish(version, served, dtype=self.config.precision)
+        return dataclasses.replace(info, changed=self._served.changed, values=self._served.values)
+
+    def _remember_served_weights(self) -> None:
+        """Before the first update since build/restore: keep the weights the rollout holds, to diff publishes
+        against. Every rank joins the gather under ZeRO-3; rank 0 (the one that publishes) keeps the copy."""
+        if self._served.has_baseline:
+            return
+        weights = self.named_weights()
+        if self._rank == 0:
+            self._served.remember(weights)
+        elif self.config.zero_stage == 3:
+            for _ in weights:
+                pass
 
     def open_weight_group(self, receivers: int, host: str) -> WeightGroupInfo:
         """Open the collective weight group as its rank 0 on `host` (NODE_IP: this node's IP). The rollout
@@ -713,6 +793,7 @@ class PolicyLearner:
         if loaded is None:
             raise ValueError(f"training state {target} has no DeepSpeed checkpoint under {DEEPSPEED_TAG}/")
         self._reference = reference
+        self._served.clear()  # the restored weights become the baseline at the next step
         self._version = int(record["version"])
         self._constant_lr = record["constant_lr"]
         _restore_rng(rng)

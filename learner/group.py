@@ -10,10 +10,10 @@ One DeepSpeed rank per Ray actor, all ranks in one placement group (PACK: on as 
 
 A step splits its sequences across the ranks balanced by token count. Every rank divides its loss by
 (all ranks' masked tokens / world_size), because DeepSpeed averages the ranks' gradients: the update is the
-token mean over the whole step, as on one rank. Ranks run equally many micro-batches (ZeRO reduces inside
-each backward), padding with zero-weight ones. With a KL term each rank holds its own frozen reference (all
-equal: every rank takes it from the same weights at the same step). Ray is imported lazily; the sharding math
-is pure.
+token mean over the whole step, as on one rank (GRPO's sequence-mean modes: all ranks' sequences instead).
+Ranks run equally many micro-batches (ZeRO reduces inside each backward), padding with zero-weight ones.
+With a KL term each rank holds its own frozen reference (all equal: every rank takes it from the same weights
+at the same step). Ray is imported lazily; the sharding math is pure.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ from learner.engine import (
     StepResult,
     TrainSequence,
     plan_micro_batches,
+    resolve_clip,
     validate_kl_coef,
     validate_sequences,
 )
+from learner.losses import step_normalizer
 from mtr.config import LearnerConfig
 
 if TYPE_CHECKING:
@@ -70,18 +72,21 @@ def split_by_tokens(lengths: Sequence[int], world_size: int) -> list[list[int]]:
     return shards
 
 
-def plan_step(sequences: Sequence[TrainSequence], world_size: int, budget_tokens: int) -> list[RankShare]:
+def plan_step(
+    sequences: Sequence[TrainSequence], world_size: int, budget_tokens: int, loss_agg_mode: str = "token-mean"
+) -> list[RankShare]:
     """Split a step's sequences over `world_size` ranks with the global loss normalizer and micro-batch count."""
     lengths = [len(s.token_ids) for s in sequences]
     shards = split_by_tokens(lengths, world_size)
     total_masked = sum(sum(s.loss_mask) for s in sequences)
     if total_masked <= 0:
         raise ValueError("a training step needs at least one token with loss_mask 1")
+    total = step_normalizer([s.loss_mask for s in sequences], loss_agg_mode)
     micro_batches = max(1, *(len(plan_micro_batches([lengths[i] for i in shard], budget_tokens)) for shard in shards))
     return [
         RankShare(
             indices=tuple(shard),
-            normalizer=total_masked / world_size,
+            normalizer=total / world_size,
             micro_batches=micro_batches,
             masked_tokens=sum(sum(sequences[i].loss_mask) for i in shard),
         )
@@ -147,11 +152,12 @@ class _Rank:
         return self.learner.vocab_size
 
     def step(
-        self, grpo: bool, sequences: list[TrainSequence], share: RankShare, clip_eps: float | None, kl_coef: float
+        self, grpo: bool, sequences: list[TrainSequence], share: RankShare, options: dict
     ) -> tuple[StepResult, int]:
+        """`options`: grpo_step's keyword arguments (clip_eps, kl_coef, clip_eps_high, ...), empty for SFT."""
         if grpo:
             result = self.learner.grpo_step(
-                sequences, clip_eps, kl_coef, normalizer=share.normalizer, micro_batches=share.micro_batches
+                sequences, **options, normalizer=share.normalizer, micro_batches=share.micro_batches
             )
         else:
             result = self.learner.sft_step(sequences, share.normalizer, share.micro_batches)
@@ -310,31 +316,44 @@ class RayLearnerGroup:
     def sft_step(self, sequences: Sequence[TrainSequence]) -> StepResult:
         """One data-parallel optimizer step of token-mean NLL over all `sequences`."""
         validate_sequences(sequences, self.vocab_size, grpo=False)
-        return self._step(False, sequences, None, 0.0)
+        return self._step(False, sequences, {})
 
     def grpo_step(
-        self, sequences: Sequence[TrainSequence], clip_eps: float | None = None, kl_coef: float = 0.0
+        self,
+        sequences: Sequence[TrainSequence],
+        clip_eps: float | None = None,
+        kl_coef: float = 0.0,
+        *,
+        clip_eps_high: float | None = None,
+        loss_agg_mode: str = "token-mean",
+        reset_optimizer: bool = False,
     ) -> StepResult:
         """One data-parallel optimizer step of the clipped GRPO objective (plus kl_coef × KL) over all `sequences`.
 
-        The first step with `kl_coef` > 0 makes every rank take its reference from the current weights.
+        The first step with `kl_coef` > 0 makes every rank take its reference from the current weights;
+        `reset_optimizer` makes every rank clear its optimizer shard's moments first.
         """
         validate_sequences(sequences, self.vocab_size, grpo=True)
-        eps = self.config.clip_eps if clip_eps is None else clip_eps
-        if not 0.0 < eps < 1.0:
-            raise ValueError(f"clip_eps must be in (0, 1), got {eps}")
+        low, high = resolve_clip(self.config.clip_eps, clip_eps, clip_eps_high)
         validate_kl_coef(kl_coef)
-        return self._step(True, sequences, eps, kl_coef)
+        step_normalizer([], loss_agg_mode)  # refuses an unknown mode here, not on every rank
+        options = {
+            "clip_eps": low,
+            "kl_coef": kl_coef,
+            "clip_eps_high": high,
+            "loss_agg_mode": loss_agg_mode,
+            "reset_optimizer": reset_optimizer,
+        }
+        return self._step(True, sequences, options)
 
-    def _step(
-        self, grpo: bool, sequences: Sequence[TrainSequence], clip_eps: float | None, kl_coef: float
-    ) -> StepResult:
+    def _step(self, grpo: bool, sequences: Sequence[TrainSequence], options: dict) -> StepResult:
         """Validated up front, so no rank refuses its part while the others wait for it in a collective."""
         self._check_usable()
         start = time.perf_counter()
-        shares = plan_step(sequences, self.world_size, self.config.micro_batch_tokens)
+        mode = options.get("loss_agg_mode", "token-mean")
+        shares = plan_step(sequences, self.world_size, self.config.micro_batch_tokens, mode)
         refs = [
-            actor.step.remote(grpo, [sequences[i] for i in share.indices], share, clip_eps, kl_coef)
+            actor.step.remote(grpo, [sequences[i] for i in share.indices], share, options)
             for actor, share in zip(self._actors, shares, strict=True)
         ]
         try:

@@ -69,9 +69,8 @@ def start(
     # A collective group's rank 0 listens on its own node's IP (a learner group's rank 0 may be elsewhere).
     group_host = LOOPBACK if host == LOOPBACK else NODE_IP
 
-    def publish(version: int) -> tuple[float, int]:
-        info = engine.publish(version, broadcast)
-        return info.seconds, info.bytes
+    def publish(version: int):
+        return engine.publish(version, broadcast)
 
     metrics = LearnerMetrics()
     try:

@@ -28,13 +28,36 @@ from mtr.v1 import learner_service_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from learner.engine import LearnerLike, StepResult, TrainSequence
+    from mtr.broadcast import PublishInfo
 
 SERVICE_NAME = "mtr.v1.LearnerService"
 # Where SaveCheckpoint(training_state=true) puts the training state inside a checkpoint directory.
 TRAINING_STATE_DIR = "training_state"
 
-# publish(version) -> (seconds, bytes): puts the weights of `version` where rollout workers fetch them.
-PublishFn = Callable[[int], tuple[float, int]]
+# publish(version) -> PublishInfo (seconds, bytes, served values changed): puts the weights of `version` where
+# rollout workers fetch them.
+PublishFn = Callable[[int], "PublishInfo"]
+
+# TrainStepRequest.loss_aggregation -> learner.losses' loss_agg_mode.
+LOSS_AGG_MODES = {
+    pb.LOSS_AGGREGATION_UNSPECIFIED: "token-mean",
+    pb.LOSS_AGGREGATION_TOKEN_MEAN: "token-mean",
+    pb.LOSS_AGGREGATION_SEQ_MEAN_TOKEN_MEAN: "seq-mean-token-mean",
+    pb.LOSS_AGGREGATION_SEQ_MEAN_TOKEN_SUM: "seq-mean-token-sum",
+}
+
+
+def grpo_options(request: pb.TrainStepRequest) -> dict:
+    """The GRPO fields of a request as grpo_step's keyword arguments (0 / unspecified: the learner's default)."""
+    if request.loss_aggregation not in LOSS_AGG_MODES:
+        raise ValueError(f"unknown loss_aggregation {request.loss_aggregation}")
+    return {
+        "kl_coef": request.kl_coef,
+        "clip_eps": request.clip_ratio_low or None,
+        "clip_eps_high": request.clip_ratio_high or None,
+        "loss_agg_mode": LOSS_AGG_MODES[request.loss_aggregation],
+        "reset_optimizer": request.reset_optimizer,
+    }
 
 
 def sequences_from_proto(messages: Sequence[pb.TrainSequence]) -> list[TrainSequence]:
@@ -77,11 +100,11 @@ class LearnerServicer(pb_grpc.LearnerServiceServicer):
                 code, message = grpc.StatusCode.INTERNAL, f"{what}: {type(exc).__name__}: {exc}"
         await context.abort(code, message)
 
-    def _train(self, objective: int, sequences: list[TrainSequence], lr: float | None, kl_coef: float) -> StepResult:
+    def _train(self, request: pb.TrainStepRequest, sequences: list[TrainSequence], lr: float | None) -> StepResult:
         self.learner.set_learning_rate(lr)
-        if objective == pb.OBJECTIVE_SFT:
+        if request.objective == pb.OBJECTIVE_SFT:
             return self.learner.sft_step(sequences)
-        return self.learner.grpo_step(sequences, kl_coef=kl_coef)
+        return self.learner.grpo_step(sequences, **grpo_options(request))
 
     async def TrainStep(self, request: pb.TrainStepRequest, context: grpc.aio.ServicerContext) -> pb.TrainStepResponse:
         if request.objective not in (pb.OBJECTIVE_SFT, pb.OBJECTIVE_GRPO):
@@ -92,17 +115,21 @@ class LearnerServicer(pb_grpc.LearnerServiceServicer):
         if request.objective == pb.OBJECTIVE_SFT and request.kl_coef != 0:
             message = f"TrainStep: kl_coef {request.kl_coef} applies to GRPO only; SFT has no KL term"
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
+        if request.objective == pb.OBJECTIVE_SFT and request.reset_optimizer:
+            message = "TrainStep: reset_optimizer applies to GRPO steps only"
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
         sequences = sequences_from_proto(request.sequences)
         lr = request.learning_rate if request.learning_rate > 0 else None
-        result = await self._run(context, "TrainStep", self._train, request.objective, sequences, lr, request.kl_coef)
+        result = await self._run(context, "TrainStep", self._train, request, sequences, lr)
         self.steps += 1
         objective = "sft" if request.objective == pb.OBJECTIVE_SFT else "grpo"
         self.metrics.observe_step(
             objective, result.seconds, result.tokens, result.loss, result.grad_norm, result.kl, self.learner.version
         )
-        publish_seconds, publish_bytes = 0.0, 0
+        publish_seconds, publish_bytes, changed, values = 0.0, 0, 0, 0
         if request.publish_weights:
-            publish_seconds, publish_bytes = await self._run(context, "publish", self.publish, self.learner.version)
+            info = await self._run(context, "publish", self.publish, self.learner.version)
+            publish_seconds, publish_bytes, changed, values = info.seconds, info.bytes, info.changed, info.values
             self.metrics.observe_publish(publish_seconds, publish_bytes)
         return pb.TrainStepResponse(
             version=self.learner.version,
@@ -115,6 +142,8 @@ class LearnerServicer(pb_grpc.LearnerServiceServicer):
             kl=result.kl,
             publish_seconds=publish_seconds,
             publish_bytes=publish_bytes,
+            weights_changed=changed,
+            weights_total=values,
         )
 
     async def GetStatus(
@@ -210,8 +239,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from learner.group import create_learner
     from mtr.config import load_config
+    from mtr.hardware import resolve_precision
 
-    config = load_config(args.config, args.set)
+    config = resolve_precision(load_config(args.config, args.set))
     total_steps = args.total_steps or max(1, config.sft.steps + config.grpo.steps)
     learner = create_learner(config.model.path, config.learner, total_steps)
 

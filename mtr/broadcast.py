@@ -40,6 +40,10 @@ class PublishInfo:
     seconds: float
     bytes: int
     buckets: int = 1
+    # Values of the published weights (in the served dtype) that differ from the previous publish, out of
+    # `values` (filled in by the learner, which keeps the previous version; 0/0 when nobody counted).
+    changed: int = 0
+    values: int = 0
 
 
 class WeightBroadcast(Protocol):

@@ -114,6 +114,9 @@ def _add_stage_commands(commands) -> None:
         help="Checkpoint to evaluate (repeatable; 'default' is the bundled model). Default: model.path.",
     )
     evaluation.add_argument("--out", help="Output directory (default: runs/eval-<timestamp>).")
+    evaluation.add_argument(
+        "--pass-samples", type=int, help="Sampled traces per question for pass@k (eval.pass_samples; 0: off)."
+    )
 
 
 def _stage_overrides(args: argparse.Namespace) -> list[str]:
@@ -128,6 +131,7 @@ def _stage_overrides(args: argparse.Namespace) -> list[str]:
         ("teacher", "synth.teacher"),
         ("llm_url", "synth.llm_url"),
         ("llm_model", "synth.llm_model"),
+        ("pass_samples", "eval.pass_samples"),
     ):
         value = getattr(args, flag, None)
         if value is not None:
@@ -176,7 +180,9 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
     if args.ray_address:
         overrides.append(f"cluster.ray_address={args.ray_address}")
     overrides += _stage_overrides(args)
-    return load_config(args.config, overrides, base=base)
+    from mtr.hardware import resolve_precision
+
+    return resolve_precision(load_config(args.config, overrides, base=base))
 
 
 def main(argv: list[str] | None = None) -> int:

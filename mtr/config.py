@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -46,8 +46,12 @@ class ModelConfig(_Strict):
         description="Hugging Face checkpoint directory, or 'default' for the bundled SmolLM2-135M-Instruct "
         "(converted once from its GGUF into the cache by `mtr model prepare`).",
     )
-    dtype: Literal["bfloat16", "float32"] = Field(
-        "bfloat16", description="Dtype the rollout engine runs and weights travel in."
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "auto",
+        description="Dtype the rollout engine runs and weights travel in. 'auto': bfloat16 where the hardware "
+        "computes it natively (a CUDA device with bf16; a CPU with AVX512-BF16 or AMX), float32 elsewhere (on an "
+        "AVX2-only CPU bf16 is emulated, 20-50x slower). The choice and its reason go into the run's config.yaml "
+        "and report.md.",
     )
 
 
@@ -124,10 +128,11 @@ class LearnerConfig(_Strict):
     warmup_steps: int = Field(2, ge=0)
     max_grad_norm: float = Field(1.0, gt=0.0)
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage.")
-    precision: Literal["float32", "bfloat16"] = Field(
-        "bfloat16",
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
         description="Dtype of the weights the learner computes with (the optimizer keeps fp32 master weights); "
-        "must equal model.dtype so the rollout engine runs exactly the learner's weights.",
+        "must equal model.dtype so the rollout engine runs exactly the learner's weights. 'auto' resolves as "
+        "model.dtype does, and follows model.dtype when that one is explicit.",
     )
     micro_batch_tokens: int = Field(4096, ge=256, description="Token budget of one micro-batch.")
     share_prompt_prefix: bool = Field(
@@ -210,6 +215,46 @@ class GRPOConfig(_Strict):
     )
     save_every: int = Field(0, ge=0, description="`mtr grpo`: checkpoint every N steps (0: at the end only).")
     eval_every: int = Field(0, ge=0, description="`mtr grpo`: held-out evaluation every N steps (0: start and end).")
+    reset_optimizer: bool = Field(
+        True,
+        description="Start Stage 2 with fresh AdamW moments (as verl/TRL/OpenRLHF do from an SFT checkpoint): "
+        "otherwise its first updates replay SFT momentum, and SFT's second moments shrink its steps.",
+    )
+    loss_agg_mode: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = Field(
+        "token-mean",
+        description="How the loss sums over tokens (verl's names): the step's token mean (long traces weigh "
+        "more); each trace's token mean averaged over traces (original GRPO); each trace's token sum averaged "
+        "over traces (Dr. GRPO).",
+    )
+    clip_ratio_low: float | None = Field(
+        None, gt=0.0, lt=1.0, description="Lower importance-ratio clip, 1 - low (None: learner.clip_eps)."
+    )
+    clip_ratio_high: float | None = Field(
+        None, gt=0.0, le=10.0, description="Upper clip, 1 + high (None: as the lower; DAPO's clip-higher: 0.28)."
+    )
+    truncated: Literal["keep", "mask", "penalize"] = Field(
+        "keep",
+        description="Traces cut by the token or turn budget (finish_reason 'length' or 'turn_budget'): trained on "
+        "as scored, left out of the loss (TRL's mask_truncated_completions; still in their group's advantage "
+        "baseline), or scored reward.format_penalty.",
+    )
+    min_reward_std: float = Field(
+        0.05,
+        ge=0.0,
+        description="A group whose reward std is below this has no signal: dropped and counted. 0.05 lies between "
+        "a single consistency sub-check differing in one sample (std 0.043 with 4 samples and default weights) "
+        "and any answer that differs (std >= 0.12 up to 64 samples); std normalization would blow the former up "
+        "to +-1 advantages.",
+    )
+    dynamic_sampling: bool = Field(
+        True,
+        description="DAPO's dynamic sampling: when groups are dropped, draw the missing number of new questions "
+        "(unused this step) and generate again, until the step has questions_per_step groups with signal or "
+        "max_draws_per_step rollouts were made.",
+    )
+    max_draws_per_step: int = Field(
+        3, ge=1, le=64, description="Dynamic sampling: most rollout batches (first draw included) per step."
+    )
     curriculum: CurriculumConfig = CurriculumConfig()
 
 
@@ -281,6 +326,16 @@ class RewardConfig(_Strict):
 
 class EvalConfig(_Strict):
     questions: int = Field(24, ge=1, description="Held-out questions evaluated at each checkpoint.")
+    pass_samples: int = Field(
+        0,
+        ge=0,
+        description="Samples per question (rollout.temperature/top_p) for pass@k, k in (1, 4, 8) up to this; 0: "
+        "off. `mtr run` measures it at the SFT checkpoint, `mtr eval` for every model.",
+    )
+    bootstrap_resamples: int = Field(
+        10_000, ge=100, description="Bootstrap resamples of the questions for every 95 % interval (EM, gains, pass@k)."
+    )
+    bootstrap_seed: int = Field(0, description="Seed of the bootstrap resampling; same seed, same intervals.")
 
 
 class ClusterConfig(_Strict):
@@ -316,12 +371,21 @@ class RunConfig(_Strict):
     reward: RewardConfig = RewardConfig()
     eval: EvalConfig = EvalConfig()
     cluster: ClusterConfig = ClusterConfig()
+    _precision: Any = PrivateAttr(None)  # mtr.hardware.PrecisionChoice once `auto` is resolved
+
+    @property
+    def precision_choice(self) -> Any:
+        """How model.dtype / learner.precision were chosen (mtr.hardware.resolve_precision), or None."""
+        return self._precision
+
+    def set_precision_choice(self, choice: Any) -> None:
+        self._precision = choice
 
     @model_validator(mode="after")
     def _rollout_runs_the_learners_weights(self) -> RunConfig:
         # Measured: an fp32 learner broadcasting into a bf16 engine loses small fine-tuning updates to
         # rounding, and the engine then behaves like an older policy than the learner's.
-        if self.learner.precision != self.model.dtype:
+        if "auto" not in (self.learner.precision, self.model.dtype) and self.learner.precision != self.model.dtype:
             raise ValueError(
                 f"learner.precision ({self.learner.precision}) must equal model.dtype ({self.model.dtype}): "
                 "the rollout engine would otherwise round away the learner's updates"

@@ -89,13 +89,23 @@ class LearnerClient(_Client):
         publish_weights: bool = True,
         learning_rate: float = 0.0,
         kl_coef: float = 0.0,
+        *,
+        clip_ratio_low: float = 0.0,
+        clip_ratio_high: float = 0.0,
+        loss_aggregation: int = lpb.LOSS_AGGREGATION_UNSPECIFIED,
+        reset_optimizer: bool = False,
     ) -> lpb.TrainStepResponse:
+        """One learner step; the GRPO options at 0 / unspecified take the learner's defaults."""
         request = lpb.TrainStepRequest(
             objective=objective,
             sequences=sequences,
             publish_weights=publish_weights,
             learning_rate=learning_rate,
             kl_coef=kl_coef,
+            clip_ratio_low=clip_ratio_low,
+            clip_ratio_high=clip_ratio_high,
+            loss_aggregation=loss_aggregation,
+            reset_optimizer=reset_optimizer,
         )
         return self._call(self._stub.TrainStep, request, "LearnerService.TrainStep")
 

@@ -197,3 +197,49 @@ def weights_checksum(named_tensors: Iterable[tuple[str, torch.Tensor]], dtype: s
         digest.update(f"{name}\0{dtype}\0{tuple(tensor.shape)}\0".encode())
         digest.update(_as_uint8(tensor, target))
     return digest.hexdigest()
+
+
+class ServedWeightsDiff:
+    """Counts how many values of the weights, as the rollout receives them (cast to `dtype`), changed since the
+    last version it saw; keeps that version (one copy of the weights in `dtype`, on CPU).
+
+    An fp32 update smaller than half a bf16 step changes the fp32 master weights but not their bf16 copy: a
+    learner can train and publish while the policy it serves stays bit-identical. This makes that visible.
+    Compared bit for bit (NaN is a change only if its bits changed).
+    """
+
+    def __init__(self, dtype: str = "bfloat16") -> None:
+        self._dtype = _torch_dtype(dtype)
+        self._last: dict = {}  # name -> tensor in dtype, CPU
+        self.changed = 0
+        self.values = 0
+
+    @property
+    def has_baseline(self) -> bool:
+        return bool(self._last)
+
+    def clear(self) -> None:
+        self._last = {}
+
+    def remember(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Take these weights as the version the receiver holds, counting nothing."""
+        for _ in self.track(named_tensors):
+            pass
+
+    def track(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield each (name, tensor cast to dtype) while counting its changed values into `changed`/`values`;
+        the new values replace the kept ones. A name not seen before counts as all changed."""
+        import torch
+
+        self.changed, self.values = 0, 0
+        for name, tensor in named_tensors:
+            served = tensor.detach().to(device="cpu", dtype=self._dtype, copy=True)
+            previous = self._last.get(name)
+            if previous is None or previous.shape != served.shape:
+                self.changed += served.numel()
+            else:
+                bits = {1: torch.int8, 2: torch.int16, 4: torch.int32}[served.element_size()]
+                self.changed += int((served.view(bits) != previous.view(bits)).sum())
+            self.values += served.numel()
+            self._last[name] = served
+            yield name, served

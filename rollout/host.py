@@ -9,6 +9,7 @@ from __future__ import annotations
 from mtr.broadcast import create_broadcast
 from mtr.config import RolloutConfig
 from mtr.grpcutil import BackgroundServer
+from mtr.hardware import concrete_dtype
 from mtr.simclient import SimulatorClient
 from rollout.metrics import RolloutMetrics
 from rollout.service import RolloutServicer, create_server
@@ -51,7 +52,7 @@ def start(
     `worker` names this worker in its metrics; they are served on `host`:`metrics_port` (0: a free port).
     """
     config = RolloutConfig.model_validate(rollout)
-    generator = VLLMTurnGenerator(model_path, config, dtype, seed)
+    generator = VLLMTurnGenerator(model_path, config, concrete_dtype(dtype), seed)
     simulator = SimulatorClient(simulator_addresses, timeout_s=simulator_timeout_s)
     simulator.wait_ready(60)
     metrics = RolloutMetrics(worker)

@@ -24,41 +24,43 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmtr/v1/learner_service.proto\x12\x06mtr.v1\"^\n\rTrainSequence\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x11\n\tloss_mask\x18\x02 \x03(\x05\x12\x14\n\x0cold_logprobs\x18\x03 \x03(\x02\x12\x11\n\tadvantage\x18\x04 \x01(\x02\"\xa3\x01\n\x10TrainStepRequest\x12$\n\tobjective\x18\x01 \x01(\x0e\x32\x11.mtr.v1.Objective\x12(\n\tsequences\x18\x02 \x03(\x0b\x32\x15.mtr.v1.TrainSequence\x12\x17\n\x0fpublish_weights\x18\x03 \x01(\x08\x12\x15\n\rlearning_rate\x18\x04 \x01(\x01\x12\x0f\n\x07kl_coef\x18\x05 \x01(\x01\"\xd0\x01\n\x11TrainStepResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12\x11\n\tgrad_norm\x18\x03 \x01(\x01\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12\x0e\n\x06tokens\x18\x05 \x01(\x03\x12\x15\n\rclip_fraction\x18\x06 \x01(\x01\x12\x15\n\rlearning_rate\x18\x07 \x01(\x01\x12\x17\n\x0fpublish_seconds\x18\x08 \x01(\x01\x12\x15\n\rpublish_bytes\x18\t \x01(\x03\x12\n\n\x02kl\x18\n \x01(\x01\"3\n\x17GetLearnerStatusRequest\x12\x18\n\x10\x63ompute_checksum\x18\x01 \x01(\x08\"`\n\x18GetLearnerStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\r\n\x05steps\x18\x02 \x01(\x03\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\t\x12\x12\n\nworld_size\x18\x04 \x01(\x05\"=\n\x15SaveCheckpointRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x16\n\x0etraining_state\x18\x02 \x01(\x08\"(\n\x18RestoreCheckpointRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\",\n\x19RestoreCheckpointResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"&\n\x16SaveCheckpointResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\"+\n\x16OpenWeightGroupRequest\x12\x11\n\treceivers\x18\x01 \x01(\x05\"b\n\x17OpenWeightGroupResponse\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x12\n\nworld_size\x18\x03 \x01(\x05\x12\x11\n\ttimeout_s\x18\x04 \x01(\x01\"%\n\x12SendWeightsRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\"W\n\x13SendWeightsResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x0f\n\x07\x62uckets\x18\x04 \x01(\x05*M\n\tObjective\x12\x19\n\x15OBJECTIVE_UNSPECIFIED\x10\x00\x12\x11\n\rOBJECTIVE_SFT\x10\x01\x12\x12\n\x0eOBJECTIVE_GRPO\x10\x02\x32\xe9\x03\n\x0eLearnerService\x12@\n\tTrainStep\x12\x18.mtr.v1.TrainStepRequest\x1a\x19.mtr.v1.TrainStepResponse\x12N\n\tGetStatus\x12\x1f.mtr.v1.GetLearnerStatusRequest\x1a .mtr.v1.GetLearnerStatusResponse\x12O\n\x0eSaveCheckpoint\x12\x1d.mtr.v1.SaveCheckpointRequest\x1a\x1e.mtr.v1.SaveCheckpointResponse\x12X\n\x11RestoreCheckpoint\x12 .mtr.v1.RestoreCheckpointRequest\x1a!.mtr.v1.RestoreCheckpointResponse\x12R\n\x0fOpenWeightGroup\x12\x1e.mtr.v1.OpenWeightGroupRequest\x1a\x1f.mtr.v1.OpenWeightGroupResponse\x12\x46\n\x0bSendWeights\x12\x1a.mtr.v1.SendWeightsRequest\x1a\x1b.mtr.v1.SendWeightsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmtr/v1/learner_service.proto\x12\x06mtr.v1\"^\n\rTrainSequence\x12\x11\n\ttoken_ids\x18\x01 \x03(\x05\x12\x11\n\tloss_mask\x18\x02 \x03(\x05\x12\x14\n\x0cold_logprobs\x18\x03 \x03(\x02\x12\x11\n\tadvantage\x18\x04 \x01(\x02\"\xa0\x02\n\x10TrainStepRequest\x12$\n\tobjective\x18\x01 \x01(\x0e\x32\x11.mtr.v1.Objective\x12(\n\tsequences\x18\x02 \x03(\x0b\x32\x15.mtr.v1.TrainSequence\x12\x17\n\x0fpublish_weights\x18\x03 \x01(\x08\x12\x15\n\rlearning_rate\x18\x04 \x01(\x01\x12\x0f\n\x07kl_coef\x18\x05 \x01(\x01\x12\x16\n\x0e\x63lip_ratio_low\x18\x06 \x01(\x01\x12\x17\n\x0f\x63lip_ratio_high\x18\x07 \x01(\x01\x12\x31\n\x10loss_aggregation\x18\x08 \x01(\x0e\x32\x17.mtr.v1.LossAggregation\x12\x17\n\x0freset_optimizer\x18\t \x01(\x08\"\x80\x02\n\x11TrainStepResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0c\n\x04loss\x18\x02 \x01(\x01\x12\x11\n\tgrad_norm\x18\x03 \x01(\x01\x12\x0f\n\x07seconds\x18\x04 \x01(\x01\x12\x0e\n\x06tokens\x18\x05 \x01(\x03\x12\x15\n\rclip_fraction\x18\x06 \x01(\x01\x12\x15\n\rlearning_rate\x18\x07 \x01(\x01\x12\x17\n\x0fpublish_seconds\x18\x08 \x01(\x01\x12\x15\n\rpublish_bytes\x18\t \x01(\x03\x12\n\n\x02kl\x18\n \x01(\x01\x12\x17\n\x0fweights_changed\x18\x0b \x01(\x03\x12\x15\n\rweights_total\x18\x0c \x01(\x03\"3\n\x17GetLearnerStatusRequest\x12\x18\n\x10\x63ompute_checksum\x18\x01 \x01(\x08\"`\n\x18GetLearnerStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\r\n\x05steps\x18\x02 \x01(\x03\x12\x10\n\x08\x63hecksum\x18\x03 \x01(\t\x12\x12\n\nworld_size\x18\x04 \x01(\x05\"=\n\x15SaveCheckpointRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x16\n\x0etraining_state\x18\x02 \x01(\x08\"(\n\x18RestoreCheckpointRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\",\n\x19RestoreCheckpointResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\"&\n\x16SaveCheckpointResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\"+\n\x16OpenWeightGroupRequest\x12\x11\n\treceivers\x18\x01 \x01(\x05\"b\n\x17OpenWeightGroupResponse\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x12\n\nworld_size\x18\x03 \x01(\x05\x12\x11\n\ttimeout_s\x18\x04 \x01(\x01\"%\n\x12SendWeightsRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\"W\n\x13SendWeightsResponse\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0f\n\x07seconds\x18\x02 \x01(\x01\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03\x12\x0f\n\x07\x62uckets\x18\x04 \x01(\x05*\xa7\x01\n\x0fLossAggregation\x12 \n\x1cLOSS_AGGREGATION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bLOSS_AGGREGATION_TOKEN_MEAN\x10\x01\x12(\n$LOSS_AGGREGATION_SEQ_MEAN_TOKEN_MEAN\x10\x02\x12\'\n#LOSS_AGGREGATION_SEQ_MEAN_TOKEN_SUM\x10\x03*M\n\tObjective\x12\x19\n\x15OBJECTIVE_UNSPECIFIED\x10\x00\x12\x11\n\rOBJECTIVE_SFT\x10\x01\x12\x12\n\x0eOBJECTIVE_GRPO\x10\x02\x32\xe9\x03\n\x0eLearnerService\x12@\n\tTrainStep\x12\x18.mtr.v1.TrainStepRequest\x1a\x19.mtr.v1.TrainStepResponse\x12N\n\tGetStatus\x12\x1f.mtr.v1.GetLearnerStatusRequest\x1a .mtr.v1.GetLearnerStatusResponse\x12O\n\x0eSaveCheckpoint\x12\x1d.mtr.v1.SaveCheckpointRequest\x1a\x1e.mtr.v1.SaveCheckpointResponse\x12X\n\x11RestoreCheckpoint\x12 .mtr.v1.RestoreCheckpointRequest\x1a!.mtr.v1.RestoreCheckpointResponse\x12R\n\x0fOpenWeightGroup\x12\x1e.mtr.v1.OpenWeightGroupRequest\x1a\x1f.mtr.v1.OpenWeightGroupResponse\x12\x46\n\x0bSendWeights\x12\x1a.mtr.v1.SendWeightsRequest\x1a\x1b.mtr.v1.SendWeightsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mtr.v1.learner_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OBJECTIVE']._serialized_start=1128
-  _globals['_OBJECTIVE']._serialized_end=1205
+  _globals['_LOSSAGGREGATION']._serialized_start=1302
+  _globals['_LOSSAGGREGATION']._serialized_end=1469
+  _globals['_OBJECTIVE']._serialized_start=1471
+  _globals['_OBJECTIVE']._serialized_end=1548
   _globals['_TRAINSEQUENCE']._serialized_start=40
   _globals['_TRAINSEQUENCE']._serialized_end=134
   _globals['_TRAINSTEPREQUEST']._serialized_start=137
-  _globals['_TRAINSTEPREQUEST']._serialized_end=300
-  _globals['_TRAINSTEPRESPONSE']._serialized_start=303
-  _globals['_TRAINSTEPRESPONSE']._serialized_end=511
-  _globals['_GETLEARNERSTATUSREQUEST']._serialized_start=513
-  _globals['_GETLEARNERSTATUSREQUEST']._serialized_end=564
-  _globals['_GETLEARNERSTATUSRESPONSE']._serialized_start=566
-  _globals['_GETLEARNERSTATUSRESPONSE']._serialized_end=662
-  _globals['_SAVECHECKPOINTREQUEST']._serialized_start=664
-  _globals['_SAVECHECKPOINTREQUEST']._serialized_end=725
-  _globals['_RESTORECHECKPOINTREQUEST']._serialized_start=727
-  _globals['_RESTORECHECKPOINTREQUEST']._serialized_end=767
-  _globals['_RESTORECHECKPOINTRESPONSE']._serialized_start=769
-  _globals['_RESTORECHECKPOINTRESPONSE']._serialized_end=813
-  _globals['_SAVECHECKPOINTRESPONSE']._serialized_start=815
-  _globals['_SAVECHECKPOINTRESPONSE']._serialized_end=853
-  _globals['_OPENWEIGHTGROUPREQUEST']._serialized_start=855
-  _globals['_OPENWEIGHTGROUPREQUEST']._serialized_end=898
-  _globals['_OPENWEIGHTGROUPRESPONSE']._serialized_start=900
-  _globals['_OPENWEIGHTGROUPRESPONSE']._serialized_end=998
-  _globals['_SENDWEIGHTSREQUEST']._serialized_start=1000
-  _globals['_SENDWEIGHTSREQUEST']._serialized_end=1037
-  _globals['_SENDWEIGHTSRESPONSE']._serialized_start=1039
-  _globals['_SENDWEIGHTSRESPONSE']._serialized_end=1126
-  _globals['_LEARNERSERVICE']._serialized_start=1208
-  _globals['_LEARNERSERVICE']._serialized_end=1697
+  _globals['_TRAINSTEPREQUEST']._serialized_end=425
+  _globals['_TRAINSTEPRESPONSE']._serialized_start=428
+  _globals['_TRAINSTEPRESPONSE']._serialized_end=684
+  _globals['_GETLEARNERSTATUSREQUEST']._serialized_start=686
+  _globals['_GETLEARNERSTATUSREQUEST']._serialized_end=737
+  _globals['_GETLEARNERSTATUSRESPONSE']._serialized_start=739
+  _globals['_GETLEARNERSTATUSRESPONSE']._serialized_end=835
+  _globals['_SAVECHECKPOINTREQUEST']._serialized_start=837
+  _globals['_SAVECHECKPOINTREQUEST']._serialized_end=898
+  _globals['_RESTORECHECKPOINTREQUEST']._serialized_start=900
+  _globals['_RESTORECHECKPOINTREQUEST']._serialized_end=940
+  _globals['_RESTORECHECKPOINTRESPONSE']._serialized_start=942
+  _globals['_RESTORECHECKPOINTRESPONSE']._serialized_end=986
+  _globals['_SAVECHECKPOINTRESPONSE']._serialized_start=988
+  _globals['_SAVECHECKPOINTRESPONSE']._serialized_end=1026
+  _globals['_OPENWEIGHTGROUPREQUEST']._serialized_start=1028
+  _globals['_OPENWEIGHTGROUPREQUEST']._serialized_end=1071
+  _globals['_OPENWEIGHTGROUPRESPONSE']._serialized_start=1073
+  _globals['_OPENWEIGHTGROUPRESPONSE']._serialized_end=1171
+  _globals['_SENDWEIGHTSREQUEST']._serialized_start=1173
+  _globals['_SENDWEIGHTSREQUEST']._serialized_end=1210
+  _globals['_SENDWEIGHTSRESPONSE']._serialized_start=1212
+  _globals['_SENDWEIGHTSRESPONSE']._serialized_end=1299
+  _globals['_LEARNERSERVICE']._serialized_start=1551
+  _globals['_LEARNERSERVICE']._serialized_end=2040
 # @@protoc_insertion_point(module_scope)

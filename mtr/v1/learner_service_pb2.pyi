@@ -7,11 +7,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class LossAggregation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOSS_AGGREGATION_UNSPECIFIED: _ClassVar[LossAggregation]
+    LOSS_AGGREGATION_TOKEN_MEAN: _ClassVar[LossAggregation]
+    LOSS_AGGREGATION_SEQ_MEAN_TOKEN_MEAN: _ClassVar[LossAggregation]
+    LOSS_AGGREGATION_SEQ_MEAN_TOKEN_SUM: _ClassVar[LossAggregation]
+
 class Objective(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     OBJECTIVE_UNSPECIFIED: _ClassVar[Objective]
     OBJECTIVE_SFT: _ClassVar[Objective]
     OBJECTIVE_GRPO: _ClassVar[Objective]
+LOSS_AGGREGATION_UNSPECIFIED: LossAggregation
+LOSS_AGGREGATION_TOKEN_MEAN: LossAggregation
+LOSS_AGGREGATION_SEQ_MEAN_TOKEN_MEAN: LossAggregation
+LOSS_AGGREGATION_SEQ_MEAN_TOKEN_SUM: LossAggregation
 OBJECTIVE_UNSPECIFIED: Objective
 OBJECTIVE_SFT: Objective
 OBJECTIVE_GRPO: Objective
@@ -29,21 +40,29 @@ class TrainSequence(_message.Message):
     def __init__(self, token_ids: _Optional[_Iterable[int]] = ..., loss_mask: _Optional[_Iterable[int]] = ..., old_logprobs: _Optional[_Iterable[float]] = ..., advantage: _Optional[float] = ...) -> None: ...
 
 class TrainStepRequest(_message.Message):
-    __slots__ = ("objective", "sequences", "publish_weights", "learning_rate", "kl_coef")
+    __slots__ = ("objective", "sequences", "publish_weights", "learning_rate", "kl_coef", "clip_ratio_low", "clip_ratio_high", "loss_aggregation", "reset_optimizer")
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
     KL_COEF_FIELD_NUMBER: _ClassVar[int]
+    CLIP_RATIO_LOW_FIELD_NUMBER: _ClassVar[int]
+    CLIP_RATIO_HIGH_FIELD_NUMBER: _ClassVar[int]
+    LOSS_AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    RESET_OPTIMIZER_FIELD_NUMBER: _ClassVar[int]
     objective: Objective
     sequences: _containers.RepeatedCompositeFieldContainer[TrainSequence]
     publish_weights: bool
     learning_rate: float
     kl_coef: float
-    def __init__(self, objective: _Optional[_Union[Objective, str]] = ..., sequences: _Optional[_Iterable[_Union[TrainSequence, _Mapping]]] = ..., publish_weights: _Optional[bool] = ..., learning_rate: _Optional[float] = ..., kl_coef: _Optional[float] = ...) -> None: ...
+    clip_ratio_low: float
+    clip_ratio_high: float
+    loss_aggregation: LossAggregation
+    reset_optimizer: bool
+    def __init__(self, objective: _Optional[_Union[Objective, str]] = ..., sequences: _Optional[_Iterable[_Union[TrainSequence, _Mapping]]] = ..., publish_weights: _Optional[bool] = ..., learning_rate: _Optional[float] = ..., kl_coef: _Optional[float] = ..., clip_ratio_low: _Optional[float] = ..., clip_ratio_high: _Optional[float] = ..., loss_aggregation: _Optional[_Union[LossAggregation, str]] = ..., reset_optimizer: _Optional[bool] = ...) -> None: ...
 
 class TrainStepResponse(_message.Message):
-    __slots__ = ("version", "loss", "grad_norm", "seconds", "tokens", "clip_fraction", "learning_rate", "publish_seconds", "publish_bytes", "kl")
+    __slots__ = ("version", "loss", "grad_norm", "seconds", "tokens", "clip_fraction", "learning_rate", "publish_seconds", "publish_bytes", "kl", "weights_changed", "weights_total")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     GRAD_NORM_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +73,8 @@ class TrainStepResponse(_message.Message):
     PUBLISH_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_BYTES_FIELD_NUMBER: _ClassVar[int]
     KL_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     version: int
     loss: float
     grad_norm: float
@@ -64,7 +85,9 @@ class TrainStepResponse(_message.Message):
     publish_seconds: float
     publish_bytes: int
     kl: float
-    def __init__(self, version: _Optional[int] = ..., loss: _Optional[float] = ..., grad_norm: _Optional[float] = ..., seconds: _Optional[float] = ..., tokens: _Optional[int] = ..., clip_fraction: _Optional[float] = ..., learning_rate: _Optional[float] = ..., publish_seconds: _Optional[float] = ..., publish_bytes: _Optional[int] = ..., kl: _Optional[float] = ...) -> None: ...
+    weights_changed: int
+    weights_total: int
+    def __init__(self, version: _Optional[int] = ..., loss: _Optional[float] = ..., grad_norm: _Optional[float] = ..., seconds: _Optional[float] = ..., tokens: _Optional[int] = ..., clip_fraction: _Optional[float] = ..., learning_rate: _Optional[float] = ..., publish_seconds: _Optional[float] = ..., publish_bytes: _Optional[int] = ..., kl: _Optional[float] = ..., weights_changed: _Optional[int] = ..., weights_total: _Optional[int] = ...) -> None: ...
 
 class GetLearnerStatusRequest(_message.Message):
     __slots__ = ("compute_checksum",)

@@ -64,6 +64,7 @@ def test_rollout_bench_quick(tiny_model_dir, tmp_path):
         assert side["start_s"] > 0 and sum(side["finish_reasons"].values()) == 4
     assert result["ratio_tokens_per_s"] > 0 and result["ratio_traces_per_s"] > 0
     assert result["machine"]["cpus"] >= 1
+    assert result["machine"]["cpu_capability"] and result["machine"]["cpu_model"] and result["machine"]["precision"]
 
 
 def test_weightsync_bench_quick(tiny_model_dir, tmp_path):

@@ -219,13 +219,14 @@ def _to_proto(sequence: TrainSequence) -> pb.TrainSequence:
 @pytest.mark.integration
 def test_grpc_train_step_status_and_checkpoint(tiny_model_dir, tmp_path):
     from learner.service import create_server
+    from mtr.broadcast import PublishInfo
 
     learner = _learner(tiny_model_dir, lr=1e-3)
     published: list[int] = []
 
-    def publish(version: int) -> tuple[float, int]:
+    def publish(version: int) -> PublishInfo:
         published.append(version)
-        return 0.25, 1234
+        return PublishInfo(version, 0.25, 1234, changed=7, values=10)
 
     server = BackgroundServer(lambda address: create_server(address, learner, publish))
     try:
@@ -236,6 +237,7 @@ def test_grpc_train_step_status_and_checkpoint(tiny_model_dir, tmp_path):
             )
             response = stub.TrainStep(request, timeout=120)
             assert (response.version, response.publish_seconds, response.publish_bytes) == (1, 0.25, 1234)
+            assert (response.weights_changed, response.weights_total) == (7, 10)
             assert published == [1] and math.isfinite(response.loss) and response.tokens > 0
 
             request.learning_rate = 7e-4
@@ -262,6 +264,16 @@ def test_grpc_train_step_status_and_checkpoint(tiny_model_dir, tmp_path):
             )
             assert stub.TrainStep(grpo, timeout=120).kl == 0.0  # takes the reference
             assert stub.TrainStep(grpo, timeout=120).kl > 0.0
+            grpo.reset_optimizer = True
+            grpo.loss_aggregation = pb.LOSS_AGGREGATION_SEQ_MEAN_TOKEN_SUM
+            grpo.clip_ratio_low, grpo.clip_ratio_high = 0.2, 0.28
+            assert math.isfinite(stub.TrainStep(grpo, timeout=120).loss)
+            with pytest.raises(grpc.RpcError) as error:
+                stub.TrainStep(
+                    pb.TrainStepRequest(objective=pb.OBJECTIVE_GRPO, sequences=grpo.sequences, clip_ratio_low=1.5),
+                    timeout=60,
+                )
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "clip" in error.value.details()
             for bad_kl in (
                 pb.TrainStepRequest(objective=pb.OBJECTIVE_SFT, sequences=request.sequences, kl_coef=0.3),
                 pb.TrainStepRequest(objective=pb.OBJECTIVE_GRPO, sequences=grpo.sequences, kl_coef=-0.3),
@@ -446,3 +458,100 @@ def test_state_with_reference_continues_exactly(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="records a KL reference, but .*reference.safetensors is missing"):
         b.load_state(tmp_path / "state")
     assert b.version == 1 and not b.has_reference  # the refused restore changed nothing
+
+
+# Does an update reach the policy the rollout serves, and does it push the right tokens the right way?
+
+
+def _on_policy(learner: PolicyLearner, rows: list[TrainSequence], advantages: list[float]) -> list[TrainSequence]:
+    """`rows` with the learner's own current log-probs as the sampler's (ratio 1) and the given advantages."""
+    logprobs = _policy_logprobs(learner, rows)
+    return [
+        TrainSequence(r.token_ids, r.loss_mask, [lp * m for lp, m in zip(row, r.loss_mask, strict=True)], a)
+        for r, row, a in zip(rows, logprobs, advantages, strict=True)
+    ]
+
+
+def _policy_logprobs(learner: PolicyLearner, rows: list[TrainSequence]) -> list[list[float]]:
+    from learner.engine import _collate
+
+    module = learner._engine.module
+    with torch.no_grad():
+        return [learner._token_logprobs(module, module, _collate([r], "cpu"))[0].float().tolist() for r in rows]
+
+
+def _served(learner: PolicyLearner) -> dict[str, bytes]:
+    from mtr.weights import pack_state_dict
+
+    return {p.name: bytes(p.data) for p in pack_state_dict(learner.named_weights(), dtype=learner.config.precision)}
+
+
+@pytest.mark.integration
+def test_a_grpo_step_at_the_default_settings_changes_the_weights_the_rollout_loads(tiny_model_dir):
+    """Learner and GRPO at their config defaults (GRPO's own rate, fresh moments): the packed served-dtype weights
+    differ after one step, and the publish reports how many values changed."""
+    from mtr.config import RunConfig
+
+    grpo = RunConfig().grpo
+    learner = PolicyLearner(tiny_model_dir, LearnerConfig(), total_steps=10)
+    learner.set_learning_rate(grpo.lr)
+    sequences = _on_policy(learner, _batch(), [1.0, -1.0, 1.0, -1.0])
+    before = _served(learner)
+    result = learner.grpo_step(
+        sequences,
+        grpo.clip_ratio_low,
+        grpo.kl_coef,
+        clip_eps_high=grpo.clip_ratio_high,
+        loss_agg_mode=grpo.loss_agg_mode,
+        reset_optimizer=grpo.reset_optimizer,
+    )
+    assert result.learning_rate == grpo.lr
+    after = _served(learner)
+    changed = [name for name in before if before[name] != after[name]]
+    assert changed, f"a GRPO step at lr {grpo.lr} left every served ({learner.config.precision}) weight unchanged"
+    info = learner.publish(1, "local")
+    assert info.values == sum(len(b) for b in after.values()) // (2 if learner.config.precision != "float32" else 4)
+    assert 0 < info.changed <= info.values
+    assert learner.publish(1, "local").changed == 0  # nothing changed since the last publish
+
+
+@pytest.mark.integration
+def test_a_grpo_step_raises_positive_and_lowers_negative_sequences(tiny_model_dir):
+    learner = _learner(tiny_model_dir, precision="float32")
+    learner.set_learning_rate(1e-4)
+    rows = _batch(lengths=(40, 40), seed=4)
+    sequences = _on_policy(learner, rows, [1.0, -1.0])
+    before = _policy_logprobs(learner, rows)
+    learner.grpo_step(sequences)
+    after = _policy_logprobs(learner, rows)
+
+    def mean_policy(values, row):
+        return sum(v for v, m in zip(values, row.loss_mask, strict=True) if m) / sum(row.loss_mask)
+
+    assert mean_policy(after[0], rows[0]) > mean_policy(before[0], rows[0])  # advantage +1: more likely
+    assert mean_policy(after[1], rows[1]) < mean_policy(before[1], rows[1])  # advantage -1: less likely
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_reset_optimizer_makes_the_step_that_of_a_fresh_adamw(tiny_model_dir, tmp_path, zero_stage):
+    """After SFT steps, a GRPO step with reset_optimizer equals the same step of a learner built fresh from the
+    SFT weights (no SFT momentum, no SFT second moments); without the reset it differs."""
+    sft = _learner(tiny_model_dir, lr=1e-2, precision="float32", zero_stage=zero_stage)
+    for _ in range(2):
+        sft.sft_step(_batch())
+    sft.save_hf(tmp_path / "sft")
+    state = sft.save_state(tmp_path / "state")
+    grpo = _grpo(_batch(), seed=2)
+    sft.set_learning_rate(1e-3)
+    sft.grpo_step(grpo, reset_optimizer=True)
+    reset = {name: t.clone() for name, t in sft.named_weights()}  # views of live parameters: copy
+    sft.load_state(state)
+    sft.grpo_step(grpo)
+    kept = {name: t.clone() for name, t in sft.named_weights()}
+    fresh = _learner(tmp_path / "sft", precision="float32", zero_stage=zero_stage)
+    fresh.set_learning_rate(1e-3)
+    fresh.grpo_step(grpo)
+    weights = dict(fresh.named_weights())
+    assert all(torch.allclose(reset[n], weights[n], rtol=0, atol=1e-7) for n in weights)
+    assert not all(torch.allclose(kept[n], weights[n], rtol=0, atol=1e-6) for n in weights)

@@ -35,3 +35,23 @@ def test_all_equal_group_gives_all_zero_advantages(normalize_std):
 
 def test_empty_group_has_no_advantages():
     assert group_advantages([], normalize_std=True) == [] == group_advantages([], normalize_std=False)
+
+
+def test_groups_below_the_reward_std_floor_have_no_signal():
+    """Default weights: one consistency sub-check (0.5 x 1/5) differing in one of 4 samples gives std 0.043, under
+    the 0.05 floor; any answer that differs (w_answer 1) gives std >= 0.43 with 4 samples."""
+    consistency_only = [1.4, 1.4, 1.4, 1.3]
+    assert has_signal(consistency_only)  # it differs...
+    assert statistics.pstdev(consistency_only) == pytest.approx(0.0433, abs=1e-4)
+    assert not has_signal(consistency_only, min_std=0.05)  # ...but by noise
+    assert group_advantages(consistency_only, normalize_std=True)[3] == pytest.approx(-1.732, abs=1e-3)  # +-1.7
+    assert has_signal([1.4, 0.4, 0.4, 0.4], min_std=0.05)
+    assert has_signal([1.0] + [0.0] * 63, min_std=0.05)  # one right answer among 64 samples: std 0.124
+    assert not has_signal([0.7], min_std=0.0)
+
+
+def test_truncated_means_cut_by_a_budget():
+    from controller.advantages import is_truncated
+
+    assert is_truncated("length") and is_truncated("turn_budget")
+    assert not is_truncated("answer") and not is_truncated("malformed")

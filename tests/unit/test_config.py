@@ -59,7 +59,7 @@ def test_quick_profile_and_every_shipped_profile_load():
 
 def test_learner_and_engine_dtypes_must_agree():
     with pytest.raises(ConfigError, match="learner.precision"):
-        load_config(overrides=["learner.precision=float32"])
+        load_config(overrides=["learner.precision=float32", "model.dtype=bfloat16"])
     config = load_config(overrides=["learner.precision=float32", "model.dtype=float32"])
     assert config.model.dtype == "float32"
 

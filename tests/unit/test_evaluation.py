@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from controller.evaluation import QuestionScore, evaluate, summarize
+from controller.evaluation import QuestionScore, evaluate, evaluate_pass_at_k, pass_ks, summarize
 from mtr.config import load_config
 from mtr.grammar import AssistantTurn, ToolCall, ToolTurn, Trace, render
 from mtr.task import Task
@@ -41,7 +41,8 @@ def test_summarize_overall_and_per_type_and_hops():
     assert result.types["comparison"].valid == 0.0
     assert list(result.hops) == [2, 3]
     assert (result.hops[2].n, result.hops[2].em) == (3, pytest.approx(2 / 3))
-    assert result.by_hops["3"] == {"n": 1, "em": 0.0, "f1": 0.5, "valid": 1.0, "tool_calls": 1.0}
+    assert result.by_hops["3"] == {"n": 1, "em": 0.0, "em_ci": [0.0, 0.0], "f1": 0.5, "valid": 1.0, "tool_calls": 1.0}
+    assert result.em_low <= result.exact_match <= result.em_high and result.row()["em_ci"] == [0.0, 1.0]
     assert json.loads(json.dumps(result.by_type))["unknown"]["em"] == 1.0
 
 
@@ -55,14 +56,20 @@ class FakeRollout:
 
     address = "fake:0"
 
-    def __init__(self, traces: dict[str, rpb.Trace]) -> None:
+    def __init__(self, traces: dict[str, rpb.Trace | list[rpb.Trace]]) -> None:
         self.traces = traces
         self.sampling = None
+        self.calls = []  # (number of tasks, group size) of every call
 
     def generate_groups(self, tasks, group_size, sampling):
         self.sampling = sampling
-        groups = [rpb.Group(task_id=t.id, traces=[self.traces[t.id]]) for t in tasks]
+        self.calls.append((len(tasks), group_size))
+        groups = [rpb.Group(task_id=t.id, traces=self._group(t.id, group_size)) for t in tasks]
         return rpb.GenerateGroupsResponse(groups=groups, policy_version=3)
+
+    def _group(self, task_id, group_size):
+        traces = self.traces[task_id]
+        return traces if isinstance(traces, list) else [traces] * group_size
 
 
 def _answered(task: Task, answer: str) -> rpb.Trace:
@@ -97,6 +104,57 @@ def test_evaluate_scores_greedy_traces_against_every_alias():
     assert records[0]["answer"] == "the Velgrad" and records[0]["exact_match"] == 1.0
     assert records[2]["format_error"] and records[2]["question_type"] == "comparison"
     assert all(r["dataset"] == "world" and r["stage"] == "sft" for r in records)
+    assert result.question_em == {"a": 1.0, "b": 0.0, "c": 0.0}  # pairs questions across stages
+    assert result.em_low <= result.exact_match <= result.em_high
+    assert rollout.calls == [(3, 1)]  # every question in one batch
+
+
+def test_evaluation_of_hundreds_of_questions_is_one_batch():
+    config = load_config(overrides=["rollout.max_turns=3", "rollout.max_tokens_per_turn=32"])
+    tasks = [Task(f"q{i}", "Where was Ana Vell born?", ("Velgrad",), hops=2, tools=(SEARCH,)) for i in range(400)]
+    rollout = FakeRollout({t.id: _answered(t, "Velgrad" if i % 4 else "Oskar") for i, t in enumerate(tasks)})
+    result, records = evaluate("base", "world", tasks, rollout, config)
+    assert rollout.calls == [(400, 1)] and len(records) == 400
+    assert result.exact_match == 0.75 and result.em_low < 0.75 < result.em_high
+    assert result.em_high - result.em_low == pytest.approx(2 * 1.96 * (0.75 * 0.25 / 400) ** 0.5, rel=0.15)
+
+
+def test_pass_at_k_samples_at_the_rollout_temperature_in_one_batch():
+    config = load_config(
+        overrides=["rollout.max_turns=3", "rollout.max_tokens_per_turn=32", "rollout.temperature=0.8"]
+        + ["rollout.top_p=0.9", "eval.pass_samples=8", "eval.bootstrap_resamples=2000"]
+    )
+    easy = Task("a", "Where was Ana Vell born?", ("Velgrad",), hops=2, tools=(SEARCH,))
+    hard = Task("b", "Which country holds Velgrad?", ("Oskar",), hops=3, tools=(SEARCH,))
+    never = Task("c", "Who?", ("Nobody",), hops=2, tools=(SEARCH,))
+    rollout = FakeRollout(
+        {
+            "a": [_answered(easy, "Velgrad")] * 8,
+            "b": [_answered(hard, "Oskar")] * 2 + [_answered(hard, "Velgrad")] * 6,
+            "c": _answered(never, "Velgrad"),
+        }
+    )
+    result, records = evaluate_pass_at_k("sft", "world", [easy, hard, never], rollout, config, 8)
+    assert rollout.calls == [(3, 8)]
+    assert (rollout.sampling.temperature, rollout.sampling.top_p) == (pytest.approx(0.8), pytest.approx(0.9))
+    assert result.correct == {"a": 8, "b": 2, "c": 0} and list(result.values) == [1, 4, 8]
+    assert result.values[1].estimate == pytest.approx((1 + 2 / 8 + 0) / 3)
+    assert result.values[4].estimate == pytest.approx((1 + (1 - 15 / 70) + 0) / 3)  # 1 - C(6,4)/C(8,4)
+    assert result.values[8].estimate == pytest.approx(2 / 3)
+    assert all(v.low <= v.estimate <= v.high for v in result.values.values())
+    assert len(records) == 24 and [r["sample"] for r in records[:8]] == list(range(8))
+    assert {"dataset", "task_id", "exact_match"} <= set(records[0])
+    row = result.row()
+    assert row["pass@4_ci"] == result.values[4].bounds and row["samples"] == 8 and row["temperature"] == 0.8
+    assert pass_ks(2) == [1] and pass_ks(5) == [1, 4] and pass_ks(16) == [1, 4, 8]
+
+
+def test_a_short_group_is_an_error_not_a_wrong_pass_at_k():
+    config = load_config(overrides=["rollout.max_turns=3", "rollout.max_tokens_per_turn=32"])
+    task = Task("a", "Where was Ana Vell born?", ("Velgrad",), hops=2, tools=(SEARCH,))
+    rollout = FakeRollout({"a": [_answered(task, "Velgrad")] * 3})
+    with pytest.raises(RuntimeError, match="other than 4 trace"):
+        evaluate_pass_at_k("sft", "world", [task], rollout, config, 4)
 
 
 def _checkpoint_files(directory, weights=True):

@@ -1,4 +1,5 @@
-"""The Stage-2 loop without services: curriculum sampling and promotion, sync/async ordering, staleness, resume."""
+"""The Stage-2 loop without services: curriculum sampling and promotion, sync/async ordering, staleness, resume,
+and dynamic sampling (the real GRPOStepper on a fake rollout and learner)."""
 
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ class FakeStepper:
     _learning: threading.Event = field(default_factory=threading.Event)
     metrics: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(curriculum_level=SimpleNamespace(set=id)))
 
-    def rollout_phase(self, step, tasks):
+    def rollout_phase(self, step, tasks, refill=None):
         self.concurrent.append(self._learning.is_set())
         response = SimpleNamespace(policy_version=self.loaded_version)
         return RolloutBatch(step, list(tasks), response, [], [], 0, {t.id: [1.0, 0.0] for t in tasks})
@@ -138,3 +139,189 @@ def test_resume_draws_the_questions_the_stopped_run_would_have(mode):
     again.curriculum.restore(saved["curriculum"])
     again.run(start_step=2, pending_task_ids=saved["next_ids"])
     assert resumed.task_ids == full.task_ids[2:]
+
+
+# Dynamic sampling: the real GRPOStepper, scoring real trace texts from a fake rollout, training a fake learner.
+
+
+def _answer_text(task: Task, answer: str) -> str:
+    from mtr.grammar import AssistantTurn, Trace, render
+
+    return render(Trace(task.question, (), (AssistantTurn("think", answer=answer),)))
+
+
+class FakeRollout:
+    """Groups whose samples answer right on "mix" questions half the time, and always wrong otherwise."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.seeds: list[int] = []
+        self.version = 0
+
+    def generate_groups(self, tasks, group_size, sampling):
+        from mtr.v1 import rollout_service_pb2 as rpb
+
+        self.calls.append([t.id for t in tasks])
+        self.seeds.append(sampling.seed)
+        groups = []
+        for task in tasks:
+            answers = ["a" if "mix" in task.id and i % 2 == 0 else "wrong" for i in range(group_size)]
+            traces = [
+                rpb.Trace(
+                    task_id=task.id,
+                    sample_index=i,
+                    token_ids=[1, 2, 3],
+                    logprobs=[0.0, -1.0, -1.0],
+                    loss_mask=[0, 1, 1],
+                    text=_answer_text(task, answer),
+                    finish_reason="answer",
+                    policy_version=self.version,
+                )
+                for i, answer in enumerate(answers)
+            ]
+            groups.append(rpb.Group(task_id=task.id, traces=traces))
+        tokens = 2 * group_size * len(tasks)
+        return rpb.GenerateGroupsResponse(groups=groups, policy_version=self.version, generated_tokens=tokens)
+
+    def load_weights(self, version, compute_checksum=False):
+        from mtr.v1 import rollout_service_pb2 as rpb
+
+        self.version = version
+        return rpb.LoadWeightsResponse(version=version)
+
+
+class FakeLearner:
+    def __init__(self) -> None:
+        self.version = 0
+        self.requests: list[dict] = []
+
+    def train_step(self, objective, sequences, **options):
+        from mtr.v1 import learner_service_pb2 as lpb
+
+        self.version += 1
+        self.requests.append({"sequences": len(sequences), **options})
+        return lpb.TrainStepResponse(version=self.version, weights_changed=3, weights_total=12)
+
+
+def _dynamic_run(tmp_path, tasks, steps=3, **grpo):
+    from controller.metrics import ControllerMetrics
+    from controller.rundir import RunDirectory
+    from controller.training import GRPOStepper
+
+    config = RunConfig.model_validate(
+        {
+            "grpo": {"steps": steps, "questions_per_step": 2, "curriculum": {"enabled": False}, **grpo},
+            "rollout": {"group_size": 4},
+        }
+    )
+    rollout, learner, metrics = FakeRollout(), FakeLearner(), ControllerMetrics()
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    run_dir = RunDirectory(tmp_path)
+    stepper = GRPOStepper(config, learner, rollout, run_dir, metrics, learner_version=0)
+    records = []
+    loop = GRPOLoop(stepper, tasks, on_step=lambda step, record, ids: records.append(record))
+    loop.run()
+    return rollout, learner, metrics, records
+
+
+def _counter(metrics, name):
+    return metrics.registry.get_sample_value(name)
+
+
+def test_dynamic_sampling_refills_until_the_step_has_groups_with_signal(tmp_path):
+    tasks = [Task(id=f"mix-{i}", question=f"q mix {i}?", answers=("a",), hops=2) for i in range(3)]
+    tasks += [Task(id=f"flat-{i}", question=f"q flat {i}?", answers=("a",), hops=2) for i in range(9)]
+    rollout, learner, metrics, records = _dynamic_run(tmp_path, tasks, max_draws_per_step=12)
+    for record in records:
+        assert record["groups_drawn"] == record["groups_kept"] + record["groups_dropped"]
+        assert record["groups_kept"] == 2  # 3 "mix" questions exist: every step found its 2 groups
+        ids = record["task_ids"] + record["refill_task_ids"]
+        assert len(record["task_ids"]) == 2
+        assert len(ids) == len(set(ids)) == record["groups_drawn"]  # no question twice in a step
+        assert record["weights_changed_fraction"] == pytest.approx(0.25)
+    # Each refill asks for the missing number of questions only, with a seed of its own.
+    assert all(len(call) <= 2 for call in rollout.calls) and len(set(rollout.seeds)) == len(rollout.seeds)
+    assert [r["sequences"] for r in learner.requests] == [8, 8, 8]
+    assert [r["reset_optimizer"] for r in learner.requests] == [True, False, False]  # fresh moments once
+    drawn = sum(r["groups_drawn"] for r in records)
+    assert _counter(metrics, "mtr_grpo_groups_drawn_total") == drawn
+    assert _counter(metrics, "mtr_grpo_groups_kept_total") == 6
+    assert _counter(metrics, "mtr_grpo_groups_dropped_total") == drawn - 6
+    assert _counter(metrics, "mtr_weights_changed_fraction") == pytest.approx(0.25)
+
+
+def test_dynamic_sampling_stops_at_the_draw_bound_and_without_it_draws_once(tmp_path):
+    tasks = [Task(id=f"flat-{i}", question=f"q flat {i}?", answers=("a",), hops=2) for i in range(12)]
+    rollout, learner, _, records = _dynamic_run(tmp_path / "bounded", tasks, steps=2, max_draws_per_step=3)
+    assert [r["draws"] for r in records] == [3, 3] and len(rollout.calls) == 6
+    assert all(r["groups_kept"] == 0 and r["groups_dropped"] == 6 for r in records)
+    assert learner.requests == []  # nothing had signal: no update
+    rollout, _, _, records = _dynamic_run(tmp_path / "off", tasks, steps=2, dynamic_sampling=False)
+    assert [r["draws"] for r in records] == [1, 1] and len(rollout.calls) == 2
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_dynamic_sampling_draws_the_same_questions_again_on_resume(tmp_path, mode):
+    from controller.metrics import ControllerMetrics
+    from controller.rundir import RunDirectory
+    from controller.training import GRPOStepper
+
+    tasks = [Task(id=f"mix-{i}", question=f"q mix {i}?", answers=("a",), hops=2 + i % 2) for i in range(3)]
+    tasks += [Task(id=f"flat-{i}", question=f"q flat {i}?", answers=("a",), hops=2 + i % 2) for i in range(9)]
+    config = RunConfig.model_validate(
+        {"grpo": {"steps": 4, "questions_per_step": 2, "mode": mode, "max_draws_per_step": 4}}
+    )
+
+    def loop_for(path, on_step=None):
+        path.mkdir(parents=True, exist_ok=True)
+        stepper = GRPOStepper(config, FakeLearner(), FakeRollout(), RunDirectory(path), ControllerMetrics(), 0)
+        return GRPOLoop(stepper, tasks, on_step=on_step)
+
+    saved = {}
+
+    def save_after_step_1(step, record, next_ids):
+        if step == 1:
+            saved.update(curriculum=full.curriculum.state(), next_ids=next_ids)
+
+    full = loop_for(tmp_path / "full", save_after_step_1)
+    full.run()
+    again = loop_for(tmp_path / "again")
+    again.curriculum.restore(saved["curriculum"])
+    again.run(start_step=2, pending_task_ids=saved["next_ids"])
+    full_calls, again_calls = full.stepper.rollout.calls, again.stepper.rollout.calls
+    assert again_calls == full_calls[len(full_calls) - len(again_calls) :]
+    assert again.stepper.rollout.seeds == full.stepper.rollout.seeds[len(full_calls) - len(again_calls) :]
+
+
+class CutRollout(FakeRollout):
+    """As FakeRollout, but odd samples of every group are cut by the token budget (and answer nothing)."""
+
+    def generate_groups(self, tasks, group_size, sampling):
+        response = super().generate_groups(tasks, group_size, sampling)
+        for group in response.groups:
+            for trace in group.traces[1::2]:
+                trace.finish_reason = "length"
+                trace.text = trace.text.replace("<answer>wrong</answer>", "")
+        return response
+
+
+@pytest.mark.parametrize("truncated", ["keep", "mask", "penalize"])
+def test_truncated_traces_are_kept_masked_or_penalized(tmp_path, truncated):
+    from controller.metrics import ControllerMetrics
+    from controller.rundir import RunDirectory
+    from controller.training import GRPOStepper
+
+    config = RunConfig.model_validate({"grpo": {"truncated": truncated}, "rollout": {"group_size": 4}})
+    stepper = GRPOStepper(config, FakeLearner(), CutRollout(), RunDirectory(tmp_path), ControllerMetrics(), 0)
+    task = Task(id="mix-0", question="q?", answers=("a",))
+    batch = stepper.rollout_phase(0, [task])
+    rewards = [b.reward for _, b in batch.scored]
+    assert batch.truncated == 2
+    cut_reward = config.reward.format_penalty if truncated == "penalize" else rewards[1]
+    assert rewards[1] == rewards[3] == cut_reward
+    assert rewards[0] == rewards[2] > cut_reward
+    if truncated == "penalize":
+        assert rewards[1] == -0.5
+    trained = [trace.sample_index for trace, _ in batch.trainable]
+    assert trained == ([0, 2] if truncated == "mask" else [0, 1, 2, 3])
+    assert batch.truncated_masked == (2 if truncated == "mask" else 0)

@@ -1,5 +1,6 @@
 """Token log-probs, SFT and GRPO losses: alignment, masking, normalization, clipping, zero-advantage gradients,
-and the k3 KL penalty to a reference."""
+the k3 KL penalty to a reference, and GRPO's options (loss aggregation, asymmetric clipping, KL off) on known
+batches."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import math
 import pytest
 import torch
 
-from learner.losses import grpo_loss, kl_k3, masked_token_logprobs, sft_loss, token_logprobs
+from learner.losses import (
+    LOSS_AGG_MODES,
+    grpo_loss,
+    kl_k3,
+    masked_token_logprobs,
+    sft_loss,
+    step_normalizer,
+    token_logprobs,
+)
 
 
 def _random_logits(b: int = 2, t: int = 6, v: int = 5, seed: int = 0) -> torch.Tensor:
@@ -230,3 +239,87 @@ def test_grpo_kl_arguments_are_checked():
         grpo_loss(*args, clip_eps=0.2, ref_logprobs=torch.zeros(1, 3), kl_coef=-0.1)
     with pytest.raises(ValueError, match="ref_logprobs"):
         grpo_loss(*args, clip_eps=0.2, ref_logprobs=torch.zeros(1, 2), kl_coef=0.1)
+
+
+# GRPO options on a known batch: row 0 has 3 policy tokens and advantage +1, row 1 has 1 and advantage -2.
+KNOWN_MASK = torch.tensor([[0, 1, 1, 1], [0, 1, 0, 0]], dtype=torch.float32)  # [2,4]
+KNOWN_ADV = torch.tensor([1.0, -2.0])  # [2]
+
+
+def _on_policy_known():
+    old = torch.full((2, 4), -1.0)
+    return old.clone().requires_grad_(True), old
+
+
+@pytest.mark.parametrize(
+    "mode, loss, grads",
+    [
+        # token-mean: every token / 4 tokens. Row 0: -1/4 each; row 1: +2/4.
+        ("token-mean", (-3 + 2) / 4, (-1 / 4, 2 / 4)),
+        # seq-mean-token-mean: each row's token mean, / 2 rows. Row 0: -1/(3*2) each; row 1: 2/2.
+        ("seq-mean-token-mean", (-1 + 2) / 2, (-1 / 6, 1.0)),
+        # seq-mean-token-sum: each row's token sum, / 2 rows. Row 0: -1/2 each; row 1: 2/2.
+        ("seq-mean-token-sum", (-3 + 2) / 2, (-1 / 2, 1.0)),
+    ],
+)
+def test_grpo_loss_aggregation_modes_on_a_known_batch(mode, loss, grads):
+    new, old = _on_policy_known()
+    value, _ = grpo_loss(new, old, KNOWN_ADV, KNOWN_MASK, 0.2, loss_agg_mode=mode)
+    assert value.item() == pytest.approx(loss)
+    value.backward()
+    expected = torch.tensor([[0, grads[0], grads[0], grads[0]], [0, grads[1], 0, 0]])
+    assert torch.allclose(new.grad, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", LOSS_AGG_MODES)
+def test_grpo_micro_batches_with_the_step_normalizer_sum_to_the_whole_batch(mode):
+    """Each row as its own micro-batch (or rank), divided by the step's normalizer, adds up to the whole."""
+    g = torch.Generator().manual_seed(3)
+    new, old = torch.randn(2, 4, generator=g) - 1, torch.randn(2, 4, generator=g) - 1
+    whole, _ = grpo_loss(new, old, KNOWN_ADV, KNOWN_MASK, 0.2, loss_agg_mode=mode)
+    normalizer = step_normalizer(KNOWN_MASK.tolist(), mode)
+    assert normalizer == (4.0 if mode == "token-mean" else 2.0)
+    parts = [
+        grpo_loss(
+            new[i : i + 1],
+            old[i : i + 1],
+            KNOWN_ADV[i : i + 1],
+            KNOWN_MASK[i : i + 1],
+            0.2,
+            normalizer,
+            loss_agg_mode=mode,
+        )[0]
+        for i in range(2)
+    ]
+    assert sum(p.item() for p in parts) == pytest.approx(whole.item(), abs=1e-6)
+
+
+def test_unknown_loss_aggregation_is_refused():
+    new, old = _on_policy_known()
+    with pytest.raises(ValueError, match="loss_agg_mode"):
+        grpo_loss(new, old, KNOWN_ADV, KNOWN_MASK, 0.2, loss_agg_mode="sum")
+
+
+def test_clip_higher_lets_a_positive_token_grow_past_the_symmetric_clip():
+    """ratio 1.25: past 1 + 0.2, within 1 + 0.28 (DAPO). A negative advantage at ratio 0.75 is clipped by the
+    lower bound either way."""
+    mask = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    adv = torch.tensor([1.0, -1.0])
+    old = torch.zeros(2, 2)
+    for high, positive_grad, clipped in ((None, 0.0, 1.0), (0.28, -1.25 / 2, 0.5)):
+        new = torch.tensor([[0.0, math.log(1.25)], [0.0, math.log(0.75)]], requires_grad=True)
+        loss, stats = grpo_loss(new, old, adv, mask, 0.2, clip_eps_high=high)
+        loss.backward()
+        assert new.grad[0, 1].item() == pytest.approx(positive_grad)  # d(-r·A)/d logp = -r·A / 2 tokens
+        assert new.grad[1, 1].item() == 0.0  # lower clip: 0.75 < 1 - 0.2 with A < 0
+        assert stats.clip_fraction == pytest.approx(clipped)
+
+
+def test_kl_off_adds_no_term_even_with_a_reference():
+    new, old = _on_policy_known()
+    ref = old - 0.5
+    without, _ = grpo_loss(new, old, KNOWN_ADV, KNOWN_MASK, 0.2)
+    measured, stats = grpo_loss(new, old, KNOWN_ADV, KNOWN_MASK, 0.2, ref_logprobs=ref, kl_coef=0.0)
+    assert measured.item() == without.item() and stats.kl > 0  # measured, not trained on
+    with_kl, _ = grpo_loss(new, old, KNOWN_ADV, KNOWN_MASK, 0.2, ref_logprobs=ref, kl_coef=0.1)
+    assert with_kl.item() == pytest.approx(without.item() + 0.1 * stats.kl)  # token-mean k3 over 4 tokens
