@@ -62,8 +62,8 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
         run.run_dir.close()
     rewards = ", ".join(f"{r:.3f}" for _, r in run.curve.rewards)
     print(f"\nmean reward per step: {rewards}")
-    for steps_done, dataset, em in run.curve.exact_match:
-        print(f"held-out EM after {steps_done:>3} steps on {dataset}: {em:.3f}")
+    for steps_done, dataset, em, low, high in run.curve.exact_match:
+        print(f"held-out EM after {steps_done:>3} steps on {dataset}: {em:.3f} [{low:.3f}, {high:.3f}]")
     print(f"curve: {out / 'grpo_curve.png'}; checkpoint: {out / 'checkpoints' / 'final'}")
     return 0
 
@@ -130,12 +130,11 @@ class GRPORun:
     def _evaluate(self, steps_done: int) -> None:
         for d in self.eval_sets:
             result, records = evaluate(f"step-{steps_done}", d.name, d.tasks, self.pool, self.config)
-            self.curve.add_eval(steps_done, d.name, result.exact_match)
+            self.curve.add_eval(steps_done, d.name, result.exact_match, result.em_low, result.em_high)
             self.run_dir.log("eval", steps_done, **result.row())
             self.run_dir.append_jsonl("traces/eval.jsonl", records)
             self.metrics.eval_em.labels(dataset=d.name, stage="grpo").set(result.exact_match)
             self.metrics.eval_f1.labels(dataset=d.name, stage="grpo").set(result.f1)
-            log.info("eval after %d GRPO steps on %s: EM %.3f", steps_done, d.name, result.exact_match)
         self.curve.write(self.out)
 
     def _save(self, steps_done: int, next_task_ids: list[str], name: str | None = None) -> Path:

@@ -14,20 +14,24 @@ from pathlib import Path
 @dataclass
 class GRPOCurve:
     rewards: list[tuple[int, float]] = field(default_factory=list)  # (step, mean reward)
-    exact_match: list[tuple[int, str, float]] = field(default_factory=list)  # (steps done, dataset, EM)
+    # (steps done, dataset, EM, 95 % interval low, high); curves written before intervals have EM as both ends
+    exact_match: list[tuple[int, str, float, float, float]] = field(default_factory=list)
 
     def add_reward(self, step: int, reward: float) -> None:
         self.rewards.append((step, reward))
 
-    def add_eval(self, steps_done: int, dataset: str, em: float) -> None:
-        self.exact_match.append((steps_done, dataset, em))
+    def add_eval(
+        self, steps_done: int, dataset: str, em: float, low: float | None = None, high: float | None = None
+    ) -> None:
+        self.exact_match.append((steps_done, dataset, em, em if low is None else low, em if high is None else high))
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> GRPOCurve:
-        return cls([tuple(r) for r in data.get("rewards", [])], [tuple(e) for e in data.get("exact_match", [])])
+        evals = [tuple(e) if len(e) == 5 else (*e, e[2], e[2]) for e in data.get("exact_match", [])]
+        return cls([tuple(r) for r in data.get("rewards", [])], evals)
 
     def write(self, out: Path) -> None:
         (out / "grpo_curve.json").write_text(json.dumps(self.as_dict(), indent=2))
@@ -45,10 +49,14 @@ class GRPOCurve:
             left.plot(steps, values, marker="o")
         left.set(title="mean reward per GRPO step", xlabel="step", ylabel="reward")
         left.grid(alpha=0.3)
-        for dataset in dict.fromkeys(name for _, name, _ in self.exact_match):
-            points = [(s, em) for s, name, em in self.exact_match if name == dataset]
-            right.plot([p[0] for p in points], [p[1] for p in points], marker="s", label=dataset)
-        right.set(title="held-out exact match", xlabel="GRPO steps done", ylabel="EM", ylim=(-0.02, 1.02))
+        for dataset in dict.fromkeys(e[1] for e in self.exact_match):
+            points = [e for e in self.exact_match if e[1] == dataset]
+            steps = [p[0] for p in points]
+            line = right.plot(steps, [p[2] for p in points], marker="s", label=dataset)[0]
+            right.fill_between(steps, [p[3] for p in points], [p[4] for p in points], color=line.get_color(), alpha=0.2)
+        right.set(
+            title="held-out exact match (95 % interval)", xlabel="GRPO steps done", ylabel="EM", ylim=(-0.02, 1.02)
+        )
         right.grid(alpha=0.3)
         if self.exact_match:
             right.legend()
