@@ -74,34 +74,42 @@ def generation(model_path: str, dtype: str, sequences: int, tokens: int) -> dict
 
 
 def _case_main(args: argparse.Namespace) -> int:
-    """Inside one subprocess: kernels at 1 and all threads, then generation in each dtype."""
+    """Inside one subprocess: generation in `--generate` dtype, or else the kernels at 1 and all threads."""
     import torch
 
     from mtr.hardware import cpu_capability, usable_cores
 
-    result = {
-        "torch_capability": torch.backends.cpu.get_cpu_capability(),
-        "capability_probe": cpu_capability(),
-        "one_thread": kernels(1),
-        "all_threads": kernels(usable_cores()),
-    }
-    if not args.skip_generation:
-        result["generation"] = {d: generation(args.model_path, d, args.sequences, args.tokens) for d in DTYPES}
+    if args.generate:
+        result = generation(args.model_path, args.generate, args.sequences, args.tokens)
+    else:
+        result = {
+            "torch_capability": torch.backends.cpu.get_cpu_capability(),
+            "capability_probe": cpu_capability(),
+            "one_thread": kernels(1),
+            "all_threads": kernels(usable_cores()),
+        }
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 
 
-def _run_case(name: str, args: argparse.Namespace, model_path: str) -> dict:
-    command = [sys.executable, "-m", "bench.precision_bench", "--case", name, "--model-path", model_path]
-    command += ["--sequences", str(args.sequences), "--tokens", str(args.tokens)]
-    if args.skip_generation:
-        command.append("--skip-generation")
+def _subprocess(name: str, extra: list[str]) -> dict:
+    command = [sys.executable, "-m", "bench.precision_bench", "--case", name, *extra]
     env = {**os.environ, **CASES[name]}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
-        raise RuntimeError(f"case {name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"case {name} {extra} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def _run_case(name: str, args: argparse.Namespace, model_path: str) -> dict:
+    """Kernels, then one engine per dtype, each in a process of its own: an engine left running (vLLM's CPU
+    worker keeps polling) would take cores from the next measurement."""
+    result = _subprocess(name, [])
+    if not args.skip_generation:
+        sizes = ["--model-path", model_path, "--sequences", str(args.sequences), "--tokens", str(args.tokens)]
+        result["generation"] = {d: _subprocess(name, [*sizes, "--generate", d]) for d in DTYPES}
+    return result
 
 
 def markdown(document: dict) -> str:
@@ -136,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
+    parser.add_argument("--generate", choices=DTYPES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.case:
         return _case_main(args)

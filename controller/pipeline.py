@@ -106,13 +106,15 @@ class Pipeline:
             self._timed("eval_base", lambda: self.evaluate_all("base", held_out))
             if self.config.sft.steps:
                 self._timed("sft", lambda: self.sft(examples))
+                if self.config.grpo.steps:  # GRPO's starting point, for `mtr grpo --model` and for comparisons
+                    self._timed("checkpoint_sft", lambda: self.learner.save_checkpoint(self._checkpoint("sft")))
                 self._timed("eval_sft", lambda: self.evaluate_all("sft", held_out))
                 if self.config.eval.pass_samples:
                     self._timed("eval_sft_passk", lambda: self.pass_at_k_all("sft", held_out))
             if self.config.grpo.steps:
                 self._timed("grpo", lambda: self.grpo(train))
                 self._timed("eval_grpo", lambda: self.evaluate_all("grpo", held_out))
-            self._timed("checkpoint", lambda: self.learner.save_checkpoint(str(self.run_dir.checkpoint_dir("final"))))
+            self._timed("checkpoint", lambda: self.learner.save_checkpoint(self._checkpoint("final")))
             self.metrics.set_stage("done")
             return self.outcome
         except BaseException as error:
@@ -121,6 +123,9 @@ class Pipeline:
         finally:
             write_report(self.run_dir, self.config, self.outcome)
             self.teardown()
+
+    def _checkpoint(self, name: str) -> str:
+        return str(self.run_dir.checkpoint_dir(name))
 
     def sft(self, examples) -> list[float]:
         stepper = SFTStepper(self.config, self.learner, self.rollout, self.model_path, self.run_dir, self.metrics)
