@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from bench.common import RESULTS_DIR, machine, write_results
+from controller.cpumeter import CpuMeter
 
 CASES = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 DTYPES = ("float32", "bfloat16")
@@ -37,7 +38,7 @@ def _gflops(work, flops: float, seconds_budget: float = 2.0) -> float:
     return flops * runs / (time.perf_counter() - start) / 1e9
 
 
-def kernels(threads: int) -> dict:
+def kernels(threads: int, seconds_budget: float = 2.0) -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -45,14 +46,14 @@ def kernels(threads: int) -> dict:
     for name in DTYPES:
         dtype = getattr(torch, name)
         a, b = torch.randn(M, K, dtype=dtype), torch.randn(K, N, dtype=dtype)
-        out[f"matmul_{name}"] = _gflops(lambda a=a, b=b: a @ b, 2 * M * K * N)
+        out[f"matmul_{name}"] = _gflops(lambda a=a, b=b: a @ b, 2 * M * K * N, seconds_budget)
         layer = torch.nn.Linear(K, N, dtype=dtype)
         x = torch.randn(M, K, dtype=dtype, requires_grad=True)
 
         def step(layer=layer, x=x):
             layer(x).sum().backward()
 
-        out[f"linear_fwd_bwd_{name}"] = _gflops(step, 3 * 2 * M * K * N)
+        out[f"linear_fwd_bwd_{name}"] = _gflops(step, 3 * 2 * M * K * N, seconds_budget)
     return out
 
 
@@ -67,10 +68,16 @@ def generation(model_path: str, dtype: str, sequences: int, tokens: int) -> dict
     prompts = [f"Question {i}: who founded the company that made the film?" for i in range(sequences)]
     llm.generate(prompts[:2], params, use_tqdm=False)  # warm-up
     begin = time.perf_counter()
-    outputs = llm.generate(prompts, params, use_tqdm=False)
+    with CpuMeter() as cpu:
+        outputs = llm.generate(prompts, params, use_tqdm=False)
     seconds = time.perf_counter() - begin
     generated = sum(len(o.outputs[0].token_ids) for o in outputs)
-    return {"tokens_per_s": generated / seconds, "generated_tokens": generated, "start_s": started}
+    return {
+        "tokens_per_s": generated / seconds,
+        "generated_tokens": generated,
+        "start_s": started,
+        "cores_busy": cpu.cores_busy,  # the whole machine's, while generating
+    }
 
 
 def _case_main(args: argparse.Namespace) -> int:
@@ -85,8 +92,8 @@ def _case_main(args: argparse.Namespace) -> int:
         result = {
             "torch_capability": torch.backends.cpu.get_cpu_capability(),
             "capability_probe": cpu_capability(),
-            "one_thread": kernels(1),
-            "all_threads": kernels(usable_cores()),
+            "one_thread": kernels(1, args.seconds),
+            "all_threads": kernels(usable_cores(), args.seconds),
         }
     print("RESULT " + json.dumps(result), flush=True)
     return 0
@@ -105,8 +112,8 @@ def _subprocess(name: str, extra: list[str]) -> dict:
 def _run_case(name: str, args: argparse.Namespace, model_path: str) -> dict:
     """Kernels, then one engine per dtype, each in a process of its own: an engine left running (vLLM's CPU
     worker keeps polling) would take cores from the next measurement."""
-    result = _subprocess(name, [])
-    if not args.skip_generation:
+    result = _subprocess(name, ["--seconds", str(args.seconds)])
+    if not args.skip_generation and not (args.quick and name != "native"):  # a smoke run starts two engines, not four
         sizes = ["--model-path", model_path, "--sequences", str(args.sequences), "--tokens", str(args.tokens)]
         result["generation"] = {d: _subprocess(name, [*sizes, "--generate", d]) for d in DTYPES}
     return result
@@ -140,12 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="default", help="HF checkpoint dir, or 'default' (SmolLM2-135M-Instruct).")
     parser.add_argument("--sequences", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=2.0, help="Time each kernel runs for (after a warm-up).")
     parser.add_argument("--skip-generation", action="store_true", help="Kernels only (no vLLM engine).")
+    parser.add_argument(
+        "--quick", action="store_true", help="Smoke run: 0.1 s per kernel, 4 x 8 tokens, generated in `native` only."
+    )
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--name", default="precision", help="Results file stem (<name>.json, <name>.md).")
     parser.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
     parser.add_argument("--generate", choices=DTYPES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.sequences, args.tokens = 0.1, 4, 8
     if args.case:
         return _case_main(args)
     from mtr.modelprep import resolve_model_path
@@ -161,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "cases": cases,
     }
     text = markdown(document)
-    write_results("precision", document, text, args.out_dir)
+    write_results(args.name, document, text, args.out_dir)
     print(text)
     return 0
 

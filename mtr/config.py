@@ -119,6 +119,13 @@ class RolloutConfig(_Strict):
     max_tokens_per_turn: int = Field(96, ge=8, description="Token cap of one assistant turn.")
     max_model_len: int = Field(2048, ge=256, description="vLLM context length (prompt + all turns).")
     kv_cache_gib: int = Field(1, ge=1, description="KV-cache memory of a CPU vLLM engine.")
+    cpu_reserved_cores: int = Field(
+        0,
+        ge=0,
+        description="Cores a CPU vLLM engine keeps off its compute threads for its scheduler process "
+        "(VLLM_CPU_NUM_OF_RESERVED_CPU). vLLM reserves 1 on x86; on 2 cores that halves the compute, and 0 "
+        "generated 1.47x the tokens/s (bench/results/vllm_threads.json).",
+    )
     gpu_memory_utilization: float = Field(0.5, gt=0.0, le=0.95, description="Used on CUDA machines only.")
 
 

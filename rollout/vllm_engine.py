@@ -43,6 +43,8 @@ class VLLMTurnGenerator:
     def __init__(self, model_path: str, config: RolloutConfig, dtype: str, seed: int) -> None:
         if not _has_cuda():
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kv_cache_gib))
+            # vLLM keeps a core for its scheduler by default: on a small machine that is half the compute.
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(config.cpu_reserved_cores))
         from vllm import LLM
 
         kwargs = dict(

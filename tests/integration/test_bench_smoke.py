@@ -119,3 +119,16 @@ def test_hf_turn_ends_at_the_end_of_turn_token_or_its_cap(hf_generator):
     assert eos not in hf_generator.tokenizer.encode(stopped.text, add_special_tokens=False)
     capped = hf_generator._turn([5, 6, 7, eos], [-1.0, -2.0, -3.0, -4.0], cap=3)
     assert (capped.token_ids, capped.finish_reason) == ([5, 6, 7], "length")
+
+
+def test_precision_bench_quick(tiny_model_dir, tmp_path):
+    result = _run_bench("precision_bench", tiny_model_dir, tmp_path)
+    assert set(result["cases"]) == {"native", "avx2"}
+    assert result["cases"]["avx2"]["torch_capability"] == "AVX2"  # the case really held torch to AVX2
+    for case in result["cases"].values():
+        for scope in ("one_thread", "all_threads"):
+            assert all(value > 0 for value in case[scope].values()), case[scope]
+    generation = result["cases"]["native"]["generation"]  # --quick generates in the native case only
+    assert set(generation) == {"float32", "bfloat16"}
+    assert all(g["tokens_per_s"] > 0 and g["generated_tokens"] > 0 for g in generation.values())
+    assert result["machine"]["cpu_capability"] and result["machine"]["cpu_model"]
