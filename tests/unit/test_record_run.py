@@ -29,5 +29,24 @@ def test_a_run_is_recorded_with_its_machine_and_stage_times(tmp_path):
 
 def test_a_directory_that_is_not_a_run_is_refused_with_a_message(tmp_path, capsys):
     assert main([str(tmp_path), "--name", "x", "--out-dir", str(tmp_path / "out")]) == 2
-    assert "has no eval.json" in capsys.readouterr().err
+    assert "has no eval.json and no traces" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_grpo_run_is_recomputed_from_its_per_question_traces(tmp_path):
+    run = tmp_path / "grpo"
+    (run / "traces").mkdir(parents=True)
+    rows = [("step-0", "a", 0), ("step-0", "b", 1), ("step-0", "c", 0), ("step-8", "a", 1), ("step-8", "b", 1)]
+    (run / "traces" / "eval.jsonl").write_text(
+        "\n".join(json.dumps({"stage": s, "dataset": "w", "task_id": t, "exact_match": em}) for s, t, em in rows)
+    )
+    step = {"event": "grpo", "step": 0, "reward": 0.8, "groups_kept": 4, "weights_changed_fraction": 0.03}
+    (run / "metrics.jsonl").write_text(json.dumps(step) + "\n")
+    document, text = record(run)
+    assert [(r["stage"], r["n"], round(r["em"], 3)) for r in document["rows"]] == [
+        ("step-0", 3, 0.333),
+        ("step-8", 2, 1.0),
+    ]
+    [gain] = document["gains"]
+    assert (gain["from"], gain["to"], gain["n_paired"], gain["gain"]) == ("step-0", "step-8", 2, 0.5)  # a: 0 -> 1
+    assert document["grpo_steps"][0]["groups_kept"] == 4 and "step-8" in text
