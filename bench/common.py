@@ -12,6 +12,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -145,3 +147,23 @@ def write_results(name: str, document: dict, markdown: str, out_dir: Path) -> Pa
     path.write_text(json.dumps(document, indent=2) + "\n")
     (out_dir / f"{name}.md").write_text(markdown)
     return path
+
+
+RESULT_PREFIX = "RESULT "
+
+
+def print_result(result: dict) -> None:
+    """How a measurement run in its own process hands its figures back (see `run_measurement`)."""
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def run_measurement(module: str, arguments: list[str], env: dict[str, str], what: str) -> dict:
+    """Run `python -m <module> <arguments>` in a fresh process with `env` added, and return the dict its
+    `print_result` printed last. A fresh process because what is measured (instruction set, thread binding,
+    a vLLM engine's cores) is fixed when torch or the engine starts."""
+    command = [sys.executable, "-m", module, *arguments]
+    done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=1800)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{what} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1].removeprefix(RESULT_PREFIX))

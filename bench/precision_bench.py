@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from bench.common import RESULTS_DIR, machine, write_results
+from bench.common import RESULTS_DIR, machine, print_result, run_measurement, write_results
 from controller.cpumeter import CpuMeter
 
 CASES = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
@@ -95,18 +94,12 @@ def _case_main(args: argparse.Namespace) -> int:
             "one_thread": kernels(1, args.seconds),
             "all_threads": kernels(usable_cores(), args.seconds),
         }
-    print("RESULT " + json.dumps(result), flush=True)
+    print_result(result)
     return 0
 
 
 def _subprocess(name: str, extra: list[str]) -> dict:
-    command = [sys.executable, "-m", "bench.precision_bench", "--case", name, *extra]
-    env = {**os.environ, **CASES[name]}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"case {name} {extra} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1].removeprefix("RESULT "))
+    return run_measurement("bench.precision_bench", ["--case", name, *extra], CASES[name], f"case {name} {extra}")
 
 
 def _run_case(name: str, args: argparse.Namespace, model_path: str) -> dict:

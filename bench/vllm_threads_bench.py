@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-from bench.common import RESULTS_DIR, machine, write_results
+from bench.common import RESULTS_DIR, machine, print_result, run_measurement, write_results
 
 SETTINGS = {
     "default (1 core reserved)": {},
@@ -32,19 +31,15 @@ def _one(args: argparse.Namespace) -> int:
     from bench.precision_bench import generation
 
     result = generation(args.model_path, args.dtype, args.sequences, args.tokens)
-    print("RESULT " + json.dumps(result), flush=True)
+    print_result(result)
     return 0
 
 
 def _run(name: str, args: argparse.Namespace, model_path: str, dtype: str) -> dict:
-    command = [sys.executable, "-m", "bench.vllm_threads_bench", "--one", "--model-path", model_path]
-    command += ["--dtype", dtype, "--sequences", str(args.sequences), "--tokens", str(args.tokens)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count() or 1), **SETTINGS[name]}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"{name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1].removeprefix("RESULT "))
+    arguments = ["--one", "--model-path", model_path, "--dtype", dtype]
+    arguments += ["--sequences", str(args.sequences), "--tokens", str(args.tokens)]
+    env = {"OMP_NUM_THREADS": str(os.cpu_count() or 1), **SETTINGS[name]}
+    return run_measurement("bench.vllm_threads_bench", arguments, env, name)
 
 
 def markdown(document: dict) -> str:
