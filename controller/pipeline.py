@@ -103,7 +103,7 @@ class Pipeline:
             self.setup()
             train, held_out = self.tasks()
             examples = self._timed("synth", lambda: self.synthesize(train))
-            self._timed("eval_base", lambda: self.evaluate_all("base", held_out))
+            self._timed("eval_base", lambda: self.evaluate_all("base", held_out, self.config.eval.base_questions))
             if self.config.sft.steps:
                 self._timed("sft", lambda: self.sft(examples))
                 if self.config.grpo.steps:  # GRPO's starting point, for `mtr grpo --model` and for comparisons
@@ -169,8 +169,9 @@ class Pipeline:
             raise RuntimeError(f"the AutoAgent accepted no trace out of {report.attempted}: {dict(report.rejected)}")
         return report.accepted
 
-    def evaluate_all(self, stage: str, datasets: list[Dataset]) -> list[EvalResult]:
-        return [self.evaluate(stage, d.name, d.tasks) for d in datasets if d.tasks]
+    def evaluate_all(self, stage: str, datasets: list[Dataset], limit: int | None = None) -> list[EvalResult]:
+        """Every held-out dataset at `stage`; `limit`: only its first questions (the base row's subset)."""
+        return [self.evaluate(stage, d.name, d.tasks[:limit]) for d in datasets if d.tasks]
 
     def evaluate(self, stage: str, dataset: str, held_out: list[Task]) -> EvalResult:
         result, records = evaluate(stage, dataset, held_out, self.rollout, self.config)

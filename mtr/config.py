@@ -333,6 +333,12 @@ class RewardConfig(_Strict):
 
 class EvalConfig(_Strict):
     questions: int = Field(24, ge=1, description="Held-out questions evaluated at each checkpoint.")
+    base_questions: int = Field(
+        24,
+        ge=1,
+        description="`mtr run`: the base model's row uses the first this many held-out questions of each dataset (a "
+        "stated subset: the base model cannot follow the trace grammar, and its rambling traces are the slowest).",
+    )
     pass_samples: int = Field(
         0,
         ge=0,

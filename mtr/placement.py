@@ -18,6 +18,7 @@ other nodes (and the controller) can reach it. Servers a role starts besides gRP
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ class ServiceHost:
 
     def __init__(self, env: dict[str, str]) -> None:
         os.environ.update(env)
+        # Ray leaves an actor's root logger at WARNING: the services' progress lines (agent-loop turns, weight
+        # loads) would never reach the driver's terminal.
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         self._service = None
 
     def start(self, entry: str, kwargs: dict, host: str = LOOPBACK) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -19,6 +21,8 @@ from mtr.simclient import ToolCallRequest, ToolResult
 from mtr.task import Task
 
 IM_END = "<|im_end|>"
+
+log = logging.getLogger("mtr.rollout")
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,12 @@ def run_agent_loop(
 ) -> list[Sample]:
     """Run every sample to an answer, a malformed turn, or a budget; returns samples in task-major order."""
     samples = start_samples(tasks, group_size, tokenizer)
+    started = time.perf_counter()
+    turn = 0
     while live := [s for s in samples if not s.finished]:
+        if turn:  # progress of a long batch (an evaluation of hundreds of questions takes minutes)
+            _log_progress(samples, turn, time.perf_counter() - started)
+        turn += 1
         requests = []
         for sample in list(live):
             request = _turn_request(sample, limits)
@@ -153,6 +162,11 @@ def run_agent_loop(
             for (sample, call), result in zip(pending, results, strict=True):
                 _absorb_observation(sample, call, result, tokenizer)
     return samples
+
+
+def _log_progress(samples: Sequence[Sample], turns_done: int, seconds: float) -> None:
+    finished = sum(s.finished for s in samples)
+    log.info("agent loop: %d/%d traces finished after %d turns (%.1fs)", finished, len(samples), turns_done, seconds)
 
 
 def _turn_request(sample: Sample, limits: LoopLimits) -> TurnRequest:

@@ -77,6 +77,16 @@ def test_masks_text_and_batching():
         assert json.loads(s.tool_calls[0].observation_json) == OBS
 
 
+def test_progress_is_logged_after_each_turn(caplog):
+    """A batch of hundreds of evaluation questions runs for minutes: each turn says how many traces are done."""
+    caplog.set_level("INFO", logger="mtr.rollout")
+    run_agent_loop(
+        _tasks(2), 2, ScriptedGenerator([CALL, ANSWER]), FakeTools(), CharTokenizer(), LoopLimits(4, 200, 10_000)
+    )
+    lines = [r.getMessage() for r in caplog.records if r.name == "mtr.rollout"]
+    assert len(lines) == 1 and lines[0].startswith("agent loop: 0/4 traces finished after 1 turns")
+
+
 def test_turn_budget_and_length_and_malformed():
     limits = LoopLimits(max_turns=2, max_tokens_per_turn=200, max_model_len=10_000)
     always_call = run_agent_loop(_tasks(1), 2, ScriptedGenerator([CALL]), FakeTools(), CharTokenizer(), limits)
