@@ -26,6 +26,7 @@ COMMON = [
     "learner.precision=float32",
     "cluster.num_cpus=4",
     "rollout.workers=2",
+    "rollout.kv_cache_gib=1",  # two engines: the default 4 GiB each is for 200-question evaluations
     "rollout.group_size=4",
     "rollout.max_turns=2",
     "rollout.max_tokens_per_turn=24",

@@ -29,6 +29,7 @@ def wired(tiny_model_dir, tmp_path_factory):
             "name=collective",
             "cluster.num_cpus=4",
             "rollout.workers=2",
+            "rollout.kv_cache_gib=1",  # two engines: the default 4 GiB each is for 200-question evaluations
             "rollout.max_model_len=1024",
             "learner.weight_sync=collective",
             "learner.weight_bucket_mb=1",  # the tiny model's ~7 MB travel in several buckets
