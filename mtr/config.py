@@ -125,7 +125,7 @@ class RolloutConfig(_Strict):
         ge=1,
         le=16,
         description="Assistant turns before a trace is cut (turn budget). A 4-hop question takes 4 searches and an "
-        "answer: with 4 turns it could not be answered, and GRPO learned to answer early (one spare turn for a retry).",
+        "answer (the SFT traces have up to 5 turns): with 4 it could not be answered; the sixth is a spare for a retry.",
     )
     max_tokens_per_turn: int = Field(96, ge=8, description="Token cap of one assistant turn.")
     max_model_len: int = Field(2048, ge=256, description="vLLM context length (prompt + all turns).")
