@@ -50,10 +50,18 @@ class Curriculum:
         weights = [self._weight(t) for t in pool]
         chosen: list[Task] = []
         for _ in range(min(count, len(pool))):
-            index = rng.choices(range(len(pool)), weights=weights)[0]
+            index = self._pick(pool, weights, rng)
             chosen.append(pool.pop(index))
             weights.pop(index)
         return chosen
+
+    def _pick(self, pool: Sequence[Task], weights: Sequence[float], rng: random.Random) -> int:
+        """Index of one question: by weight, or with `balance_levels` by weight within a uniformly drawn level."""
+        indices = range(len(pool))
+        if self.config.balance_levels:
+            level = rng.choice(sorted({max(1, t.hops) for t in pool}))
+            indices = [i for i in indices if max(1, pool[i].hops) == level]
+        return rng.choices(list(indices), weights=[weights[i] for i in indices])[0]
 
     def _weight(self, task: Task) -> float:
         successes, attempts = self.per_task.get(task.id, (0.0, 0.0))

@@ -125,7 +125,7 @@ class RolloutConfig(_Strict):
         ge=1,
         le=16,
         description="Assistant turns before a trace is cut (turn budget). A 4-hop question takes 4 searches and an "
-        "answer (the SFT traces have up to 5 turns): with 4 it could not be answered; the sixth is a spare for a retry.",
+        "answer (the SFT traces have up to 5 turns): with 4 it could not be answered; the sixth is a spare.",
     )
     max_tokens_per_turn: int = Field(96, ge=8, description="Token cap of one assistant turn.")
     max_model_len: int = Field(2048, ge=256, description="vLLM context length (prompt + all turns).")
@@ -219,6 +219,12 @@ class CurriculumConfig(_Strict):
         0.6, gt=0.0, le=1.0, description="Running success rate of the current level that unlocks the next level."
     )
     window: int = Field(32, ge=1, description="Recent traces per question bucket the running success rate uses.")
+    balance_levels: bool = Field(
+        False,
+        description="Draw each question from an unlocked level chosen uniformly, then by success weight within it: "
+        "hard levels get an equal share of the steps instead of their share of the questions (the embedded world "
+        "has 3 two-hop questions for every 3-4-hop one, and SFT is weakest on the latter).",
+    )
 
 
 class GRPOConfig(_Strict):

@@ -56,6 +56,17 @@ def test_curriculum_prefers_questions_with_mixed_outcomes():
     assert picks.count(tasks[1].id) > 2 * max(picks.count(tasks[0].id), picks.count(tasks[2].id))
 
 
+def test_balanced_levels_give_each_unlocked_level_an_equal_share():
+    tasks = _tasks({2: 30, 3: 5, 4: 5})
+    counts = {True: {2: 0, 3: 0, 4: 0}, False: {2: 0, 3: 0, 4: 0}}
+    for balance in (True, False):
+        curriculum = Curriculum(tasks, CurriculumConfig(start_level=4, balance_levels=balance))
+        for seed in range(300):
+            counts[balance][curriculum.sample(1, random.Random(seed))[0].hops] += 1
+    assert all(80 <= counts[True][level] <= 120 for level in (2, 3, 4))  # about 100 each
+    assert counts[False][2] > 180  # by question count: 30 of 40
+
+
 def test_curriculum_state_round_trips():
     tasks = _tasks({1: 4, 2: 4})
     config = CurriculumConfig(start_level=1, promote_at=0.5, window=4)
