@@ -92,6 +92,7 @@ class Pipeline:
                     skipped=[str(e) for e in d.skipped[:20]],
                 )
         train = with_tools([t for d in train_sets for t in d.tasks], self.simulator)
+
         if not train:
             raise RuntimeError(f"no training questions in {self.config.data.train}")
         for d in eval_sets:
@@ -102,7 +103,7 @@ class Pipeline:
         try:
             self.setup()
             train, held_out = self.tasks()
-            examples = self._timed("synth", lambda: self.synthesize(train))
+            examples = self._timed("synth", lambda: self.synthesize(sft_questions(train, self.config.synth.questions)))
             self._timed("eval_base", lambda: self.evaluate_all("base", held_out, self.config.eval.base_questions))
             if self.config.sft.steps:
                 self._timed("sft", lambda: self.sft(examples))
@@ -194,3 +195,17 @@ class Pipeline:
             self.run_dir.log("passk", 0, **result.row())
             found.append(result)
         return found
+
+
+def sft_questions(train: list[Task], limit: int | None) -> list[Task]:
+    """The first `limit` training questions of each dataset (in their order): the ones SFT traces are written for."""
+    if limit is None:
+        return train
+    taken: dict[str, int] = {}
+    chosen = []
+    for task in train:
+        source = task.source
+        if taken.get(source, 0) < limit:
+            taken[source] = taken.get(source, 0) + 1
+            chosen.append(task)
+    return chosen

@@ -57,7 +57,12 @@ class ModelConfig(_Strict):
 
 class WorldConfig(_Strict):
     seed: int = Field(0, description="Seed of the embedded fictional world; same seed, same world and questions.")
-    n_train: int = Field(64, ge=1, description="Training questions drawn from the world.")
+    n_train: int = Field(
+        400,
+        ge=1,
+        description="Training questions drawn from the world: SFT traces for the first synth.questions, GRPO samples "
+        "from all (the first 64 are the same questions whatever n_train is).",
+    )
     n_eval: int = Field(
         200,
         ge=1,
@@ -320,6 +325,12 @@ class DataConfig(_Strict):
 
 
 class SynthConfig(_Strict):
+    questions: int | None = Field(
+        64,
+        ge=1,
+        description="`mtr run`: the AutoAgent writes SFT traces for the first this many training questions of each "
+        "train dataset (None: all); GRPO samples from all of them, so most of its questions are new to the policy.",
+    )
     teacher: Literal["oracle", "llm"] = Field(
         "oracle",
         description="'oracle': traces from gold decompositions / supporting facts / evidence triples; 'llm': a "

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from controller.pipeline import Pipeline
+from controller.pipeline import Pipeline, sft_questions
 from controller.simfarm import SimulatorFarmError
 from mtr.config import load_config
 from mtr.task import Task
@@ -29,3 +29,10 @@ def test_task_without_question_or_answer_is_rejected_with_its_id():
         Task("q7", "   ", ("x",))
     with pytest.raises(ValueError, match="'q8' has no gold answer"):
         Task("q8", "Who?", ())
+
+
+def test_sft_traces_are_written_for_the_first_questions_of_each_dataset():
+    train = [Task(f"s{i}", "q?", ("a",), source="synthetic") for i in range(5)]
+    train += [Task(f"h{i}", "q?", ("a",), source="hotpotqa") for i in range(3)]
+    assert [t.id for t in sft_questions(train, 2)] == ["s0", "s1", "h0", "h1"]
+    assert sft_questions(train, None) == train
