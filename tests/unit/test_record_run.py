@@ -1,5 +1,6 @@
 import json
 
+from bench import grpo_sweep
 from bench.record_run import main, record
 
 
@@ -50,3 +51,22 @@ def test_a_grpo_run_is_recomputed_from_its_per_question_traces(tmp_path):
     [gain] = document["gains"]
     assert (gain["from"], gain["to"], gain["n_paired"], gain["gain"]) == ("step-0", "step-8", 2, 0.5)  # a: 0 -> 1
     assert document["grpo_steps"][0]["groups_kept"] == 4 and "step-8" in text
+
+
+def test_the_grpo_sweep_records_each_variant_with_its_gain_and_hops(tmp_path):
+    name = next(iter(grpo_sweep.VARIANTS))
+    run = tmp_path / "sweep" / name
+    (run / "traces").mkdir(parents=True)
+    rows = [("step-0", "a", 2, 0), ("step-0", "b", 3, 1), ("step-6", "a", 2, 1), ("step-6", "b", 3, 1)]
+    (run / "traces" / "eval.jsonl").write_text(
+        "\n".join(
+            json.dumps({"stage": s, "dataset": "w", "task_id": t, "hops": h, "exact_match": em}) for s, t, h, em in rows
+        )
+    )
+    out = tmp_path / "results"
+    argv = ["--record-only", "--variants", name, "--out-root", str(tmp_path / "sweep"), "--out-dir", str(out)]
+    assert grpo_sweep.main(argv) == 0
+    variant = json.loads((out / "grpo_sweep.json").read_text())["variants"][name]
+    assert variant["gain_last_over_first"]["gain"] == 0.5
+    assert variant["by_hops"] == {"step-0": {"2": 0.0, "3": 1.0}, "step-6": {"2": 1.0, "3": 1.0}}
+    assert name in (out / "grpo_sweep.md").read_text()
