@@ -33,10 +33,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         ["rollout.temperature=0.7", "grpo.lr=2e-5", "grpo.curriculum.enabled=false"],
     ),
     "t0.7-lr4e-5-balanced": (
-        "temperature 0.7, lr 4e-5, every hop level an equal share of the questions (curriculum from level 4)",
+        "temperature 0.7, lr 4e-5, every hop level an equal share of the questions (curriculum from level 4), up to "
+        "6 draws per step to fill it with groups that have signal",
         [
             "rollout.temperature=0.7",
             "grpo.lr=4e-5",
+            "grpo.max_draws_per_step=6",
             "grpo.curriculum.start_level=4",
             "grpo.curriculum.balance_levels=true",
         ],
