@@ -23,6 +23,7 @@ from pathlib import Path
 
 from controller.evalreport import Gain, gains, statistics_sections, summary_table, write_eval_reports
 from controller.evaluation import EvalResult, PassAtK, evaluate, evaluate_pass_at_k
+from controller.rundir import provenance_header
 from controller.services import Services
 from controller.taskdata import Dataset, load_side, with_tools
 from mtr.config import RunConfig, dump_config
@@ -52,7 +53,7 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
         models = parse_models(args.models or [config.model.path])
         datasets = load_side(config, "eval")
         out = output_dir(config, args.out)
-        (out / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+        (out / "config.yaml").write_text(provenance_header(config) + dump_config(config), encoding="utf-8")
     except (CheckpointError, ModelPrepError, DatasetError, OSError) as error:
         print(f"mtr eval: {error}", file=sys.stderr)
         return 2

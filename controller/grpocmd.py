@@ -24,7 +24,7 @@ from controller.rundir import RunDirectory
 from controller.services import Services
 from controller.taskdata import Dataset, load_side, with_tools
 from controller.training import GRPOStepper
-from mtr.config import RunConfig, dump_config
+from mtr.config import RunConfig
 from mtr.datasets import DatasetError
 from mtr.modelprep import ModelPrepError, resolve_model_path
 
@@ -72,7 +72,7 @@ class GRPORun:
     def __init__(self, config: RunConfig, out: Path, model_path: str) -> None:
         self.config, self.out, self.model_path = config, out, model_path
         self.run_dir = RunDirectory(out)
-        (out / "config.yaml").write_text(dump_config(config))
+        self.run_dir.write_config(config)
         self.metrics = ControllerMetrics()
         self.curve = GRPOCurve()
 

@@ -31,8 +31,14 @@ class RunDirectory:
             path = Path(config.runs_dir) / f"{config.name}-{stamp}-{suffix}"
             suffix += 1
         run = cls(path)
-        (path / "config.yaml").write_text(provenance_header(config) + dump_config(config))
+        run.write_config(config)
         return run
+
+    def write_config(self, config: RunConfig) -> Path:
+        """config.yaml, headed by the machine and precision it ran on (comments: the file stays loadable)."""
+        target = self.path / "config.yaml"
+        target.write_text(provenance_header(config) + dump_config(config), encoding="utf-8")
+        return target
 
     def log(self, event: str, step: int, **values) -> None:
         """Append one record: `event` names what happened (sft, grpo, eval, weight_sync, stage, error)."""

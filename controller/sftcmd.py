@@ -21,7 +21,7 @@ from controller.metricstargets import MetricsTargets
 from controller.rundir import RunDirectory
 from controller.services import Services
 from controller.sft import STATE_FILE, SFTTrainer, TraceFileError, load_traces, tokenize
-from mtr.config import RunConfig, dump_config
+from mtr.config import RunConfig
 from mtr.modelprep import ModelPrepError, resolve_model_path
 
 log = logging.getLogger("mtr.sft")
@@ -45,7 +45,7 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
         print(f"mtr sft: {error}", file=sys.stderr)
         return 2
     run_dir = RunDirectory(out)
-    (out / "config.yaml").write_text(dump_config(config))
+    run_dir.write_config(config)
     metrics = ControllerMetrics()
     targets = MetricsTargets.for_run(out)
     port = metrics.serve(config.cluster.metrics_port, targets=targets)
