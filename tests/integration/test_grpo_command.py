@@ -29,6 +29,7 @@ COMMON = [
     "rollout.kv_cache_gib=1",  # two engines: the default 4 GiB each is for 200-question evaluations
     "rollout.group_size=4",
     "rollout.max_turns=2",
+    "rollout.temperature=1.0",  # the mix of valid and broken traces the docstring relies on
     "rollout.max_tokens_per_turn=24",
     "rollout.max_model_len=1024",
     "grpo.steps=3",

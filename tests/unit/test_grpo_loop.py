@@ -33,7 +33,7 @@ def test_split_evenly_covers_every_index_once():
 
 def test_curriculum_starts_easy_and_promotes_on_success():
     tasks = _tasks({2: 6, 3: 6, 4: 6})
-    curriculum = Curriculum(tasks, CurriculumConfig(start_level=2, promote_at=0.75, window=8))
+    curriculum = Curriculum(tasks, CurriculumConfig(enabled=True, start_level=2, promote_at=0.75, window=8))
     assert curriculum.level == 2
     assert {t.hops for t in curriculum.sample(6, random.Random(0))} == {2}
     for task in tasks[:2]:
@@ -48,7 +48,7 @@ def test_curriculum_starts_easy_and_promotes_on_success():
 
 def test_curriculum_prefers_questions_with_mixed_outcomes():
     tasks = _tasks({2: 3})
-    curriculum = Curriculum(tasks, CurriculumConfig(start_level=2, promote_at=1.0))
+    curriculum = Curriculum(tasks, CurriculumConfig(enabled=True, start_level=2, promote_at=1.0))
     curriculum.update(tasks[0], [1.0, 1.0])  # settled
     curriculum.update(tasks[1], [1.0, 0.0])  # mixed
     curriculum.update(tasks[2], [0.0, 0.0])  # settled
@@ -60,7 +60,7 @@ def test_balanced_levels_give_each_unlocked_level_an_equal_share():
     tasks = _tasks({2: 30, 3: 5, 4: 5})
     counts = {True: {2: 0, 3: 0, 4: 0}, False: {2: 0, 3: 0, 4: 0}}
     for balance in (True, False):
-        curriculum = Curriculum(tasks, CurriculumConfig(start_level=4, balance_levels=balance))
+        curriculum = Curriculum(tasks, CurriculumConfig(enabled=True, start_level=4, balance_levels=balance))
         for seed in range(300):
             counts[balance][curriculum.sample(1, random.Random(seed))[0].hops] += 1
     assert all(80 <= counts[True][level] <= 120 for level in (2, 3, 4))  # about 100 each
@@ -69,7 +69,7 @@ def test_balanced_levels_give_each_unlocked_level_an_equal_share():
 
 def test_curriculum_state_round_trips():
     tasks = _tasks({1: 4, 2: 4})
-    config = CurriculumConfig(start_level=1, promote_at=0.5, window=4)
+    config = CurriculumConfig(enabled=True, start_level=1, promote_at=0.5, window=4)
     first = Curriculum(tasks, config)
     for task in tasks[:4]:
         first.update(task, [1.0, 1.0])
