@@ -1,6 +1,6 @@
 import json
 
-from bench import grpo_sweep
+from bench import grpo_sweep, sft_plateau
 from bench.record_run import main, record
 
 
@@ -70,3 +70,16 @@ def test_the_grpo_sweep_records_each_variant_with_its_gain_and_hops(tmp_path):
     assert variant["gain_last_over_first"]["gain"] == 0.5
     assert variant["by_hops"] == {"step-0": {"2": 0.0, "3": 1.0}, "step-6": {"2": 1.0, "3": 1.0}}
     assert name in (out / "grpo_sweep.md").read_text()
+
+
+def test_the_sft_plateau_table_reads_losses_and_shows_each_quarter(tmp_path):
+    lines = [{"event": "sft", "step": s, "loss": 1.0 / (s + 1)} for s in range(4)] + [{"event": "stage", "name": "x"}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert sft_plateau.losses(tmp_path) == {0: 1.0, 1: 0.5, 2: 1 / 3, 3: 0.25}
+    gain = {"gain": 0.05, "gain_ci": [-0.01, 0.11], "n_paired": 200}
+    rows = [
+        {"steps": 2, "loss": 0.5, "em": 0.6, "em_ci": [0.53, 0.67], "gain_over_previous": None},
+        {"steps": 4, "loss": 0.25, "em": 0.65, "em_ci": [0.58, 0.72], "gain_over_previous": gain},
+    ]
+    table = sft_plateau.markdown({"checkpoints": rows})
+    assert "| 4 | 0.2500 | 0.650 [0.580, 0.720] | +0.050 [-0.010, +0.110] |" in table
