@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 
 from controller.autoagent import synthesize
@@ -92,7 +93,6 @@ class Pipeline:
                     skipped=[str(e) for e in d.skipped[:20]],
                 )
         train = with_tools([t for d in train_sets for t in d.tasks], self.simulator)
-
         if not train:
             raise RuntimeError(f"no training questions in {self.config.data.train}")
         for d in eval_sets:
@@ -201,11 +201,10 @@ def sft_questions(train: list[Task], limit: int | None) -> list[Task]:
     """The first `limit` training questions of each dataset (in their order): the ones SFT traces are written for."""
     if limit is None:
         return train
-    taken: dict[str, int] = {}
+    seen: Counter[str] = Counter()
     chosen = []
     for task in train:
-        source = task.source
-        if taken.get(source, 0) < limit:
-            taken[source] = taken.get(source, 0) + 1
+        seen[task.source] += 1
+        if seen[task.source] <= limit:
             chosen.append(task)
     return chosen
