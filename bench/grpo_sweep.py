@@ -24,6 +24,10 @@ from bench.record_run import record
 
 # name -> (what it changes, overrides). Everything else is the default config.
 VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "defaults-long": (
+        "the defaults (T 0.7, lr 2e-5, uniform), run long: does the gain keep rising past 12 steps?",
+        [],
+    ),
     "t1.0-lr2e-5-uniform": (
         "sampling temperature 1.0, lr 2e-5, questions drawn uniformly",
         ["rollout.temperature=1.0", "grpo.lr=2e-5", "grpo.curriculum.enabled=false"],
@@ -73,7 +77,7 @@ def by_hops(run_dir: Path) -> dict[str, dict[str, float]]:
     }
 
 
-def summarize(name: str, run_dir: Path, wall_seconds: float | None) -> dict:
+def summarize(name: str, run_dir: Path, wall_seconds: float | None, steps: int, eval_every: int) -> dict:
     document, _ = record(run_dir, wall_seconds)
     rows = document["rows"]
     first, last = rows[0]["stage"], rows[-1]["stage"]
@@ -81,6 +85,8 @@ def summarize(name: str, run_dir: Path, wall_seconds: float | None) -> dict:
     return {
         "variant": name,
         "changes": VARIANTS[name][0],
+        "steps": steps,
+        "eval_every": eval_every,
         "overrides": VARIANTS[name][1],
         "provenance": document["provenance"],
         "wall_seconds": wall_seconds,
@@ -130,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         wall = None
         if not args.record_only:
             wall = run_variant(name, args.model, run_dir, args.steps, args.eval_every)
-        variants[name] = summarize(name, run_dir, wall)
-        # Machine and precision are in each variant's provenance (its run's config.yaml header).
-        document = {"steps": args.steps, "eval_every": args.eval_every, "variants": variants}
+        variants[name] = summarize(name, run_dir, wall, args.steps, args.eval_every)
+        # Machine and precision are in each variant's provenance (its run's config.yaml header); step counts
+        # differ between variants, so each carries its own.
+        document = {"variants": variants}
         write_results(RESULTS_NAME, document, markdown(variants), args.out_dir)  # after each variant: nothing lost
     print(f"wrote {args.out_dir / RESULTS_NAME}.json and .md")
     return 0

@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     for step in points:
         name = "final" if step == steps else f"step-{step:06d}"
         models += ["--model", f"sft-{step}={sft_dir / 'checkpoints' / name}"]
-    eval_seconds = _mtr("eval", *models, "--out", str(eval_dir))
+    # --resume: checkpoints an interrupted run already evaluated are read back, not evaluated again.
+    eval_seconds = _mtr("eval", *models, "--out", str(eval_dir), "--resume")
     evaluation = json.loads((eval_dir / "eval.json").read_text())
     by_stage = {row["stage"]: row for row in evaluation["rows"]}
     gains = {(g["before"], g["after"]): g for g in evaluation.get("gains", [])}

@@ -7,6 +7,9 @@ per-question traces, stop the worker, and rewrite eval.json / eval.md / eval.png
 checkpoint keeps everything measured before it. Bad checkpoint paths are reported before anything starts.
 EM comes with its 95 % bootstrap interval, and checkpoint-to-checkpoint gains with a paired one; with
 `eval.pass_samples` > 0 every checkpoint also gets pass@k from that many sampled traces per question.
+With `--resume`, a checkpoint × dataset whose trace file in `--out` already holds one row per question is
+read back instead of evaluated again (a checkpoint with nothing left to do starts no engine), so an
+interrupted evaluation of several checkpoints loses only the one it was on.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.evalreport import Gain, gains, statistics_sections, summary_table, write_eval_reports
-from controller.evaluation import EvalResult, PassAtK, evaluate, evaluate_pass_at_k
+from controller.evaluation import (
+    EvalResult,
+    PassAtK,
+    evaluate,
+    evaluate_pass_at_k,
+    restore,
+    restore_pass_at_k,
+)
 from controller.rundir import provenance_header
 from controller.services import Services
 from controller.taskdata import Dataset, load_side, with_tools
@@ -58,7 +68,7 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
         print(f"mtr eval: {error}", file=sys.stderr)
         return 2
     log.info("evaluating %s on %s; output in %s", [m.label for m in models], [d.name for d in datasets], out)
-    evaluation = Evaluation(config, out, datasets)
+    evaluation = Evaluation(config, out, datasets, resume=args.resume)
     try:
         evaluation.run(models)
     except Exception as error:
@@ -75,9 +85,10 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
 class Evaluation:
     """The checkpoints' results so far, the datasets they are evaluated on, and where it all is written."""
 
-    def __init__(self, config: RunConfig, out: Path, datasets: Sequence[Dataset]) -> None:
+    def __init__(self, config: RunConfig, out: Path, datasets: Sequence[Dataset], resume: bool = False) -> None:
         self.config = config
         self.out = out
+        self.resume = resume
         self.datasets = [d for d in datasets if d.tasks]
         for d in datasets:
             if not d.tasks:
@@ -101,28 +112,71 @@ class Evaluation:
                     self.write_reports()
 
     def evaluate_model(self, services: Services, model: Checkpoint) -> None:
+        samples = self.config.eval.pass_samples
+        greedy = {d.name: self._restored(model.label, d) for d in self.datasets}
+        sampled = {
+            d.name: self._restored_pass_at_k(model.label, d, samples) if samples else None for d in self.datasets
+        }
+        if all(greedy.values()) and (not samples or all(sampled.values())):
+            log.info("%s: every dataset already evaluated in %s; read back, no engine started", model.label, self.out)
+        else:
+            self._evaluate_missing(services, model, greedy, sampled)
+        for d in self.datasets:
+            result = greedy[d.name]
+            self.results.append(result)
+            self.wall_seconds[f"{model.label}: {d.name}"] = result.seconds
+            if samples:
+                self.pass_at_k.append(sampled[d.name])
+                self.wall_seconds[f"{model.label}: {d.name} pass@k"] = sampled[d.name].seconds
+
+    def _evaluate_missing(
+        self,
+        services: Services,
+        model: Checkpoint,
+        greedy: dict[str, EvalResult | None],
+        sampled: dict[str, PassAtK | None],
+    ) -> None:
+        """Start the checkpoint's engine and fill in, in place, every result not read back."""
         actor, rollout = self._timed(f"{model.label}: engine start", lambda: services.rollout(str(model.path)))
         try:
             for d in self.datasets:
-                result, records = evaluate(model.label, d.name, d.tasks, rollout, self.config)
-                self.results.append(result)
-                self.wall_seconds[f"{model.label}: {d.name}"] = result.seconds
-                write_jsonl(self.out / "traces" / f"{_file_safe(model.label)}-{_file_safe(d.name)}.jsonl", records)
-            if self.config.eval.pass_samples:
-                self.evaluate_pass_at_k(model.label, rollout)
+                if greedy[d.name] is None:
+                    greedy[d.name], records = evaluate(model.label, d.name, d.tasks, rollout, self.config)
+                    write_jsonl(self._trace_path(model.label, d), records)
+            for d in self.datasets:
+                if self.config.eval.pass_samples and sampled[d.name] is None:
+                    sampled[d.name] = self.evaluate_pass_at_k(model.label, d, rollout)
         finally:
             rollout.close()
             services.stop_role(actor)
 
-    def evaluate_pass_at_k(self, label: str, rollout: RolloutClient) -> None:
-        """pass@k from eval.pass_samples sampled traces per question, every dataset; one trace file each."""
-        for d in self.datasets:
-            passk, records = evaluate_pass_at_k(
-                label, d.name, d.tasks, rollout, self.config, self.config.eval.pass_samples
-            )
-            self.pass_at_k.append(passk)
-            self.wall_seconds[f"{label}: {d.name} pass@k"] = passk.seconds
-            write_jsonl(self.out / "traces" / f"passk-{_file_safe(label)}-{_file_safe(d.name)}.jsonl", records)
+    def evaluate_pass_at_k(self, label: str, dataset: Dataset, rollout: RolloutClient) -> PassAtK:
+        """pass@k from eval.pass_samples sampled traces per question; one trace file per dataset."""
+        samples = self.config.eval.pass_samples
+        passk, records = evaluate_pass_at_k(label, dataset.name, dataset.tasks, rollout, self.config, samples)
+        write_jsonl(self._trace_path(label, dataset, "passk-"), records)
+        return passk
+
+    def _trace_path(self, label: str, dataset: Dataset, prefix: str = "") -> Path:
+        return self.out / "traces" / f"{prefix}{_file_safe(label)}-{_file_safe(dataset.name)}.jsonl"
+
+    def _restored(self, label: str, dataset: Dataset) -> EvalResult | None:
+        records = self._resumable_records(self._trace_path(label, dataset))
+        return records and restore(label, dataset.name, dataset.tasks, records, self.config)
+
+    def _restored_pass_at_k(self, label: str, dataset: Dataset, samples: int) -> PassAtK | None:
+        records = self._resumable_records(self._trace_path(label, dataset, "passk-"))
+        return records and restore_pass_at_k(label, dataset.name, dataset.tasks, records, samples, self.config)
+
+    def _resumable_records(self, path: Path) -> list[dict] | None:
+        """The rows of an earlier evaluation's trace file under --resume; None when there is none to trust."""
+        if not self.resume or not path.is_file():
+            return None
+        try:
+            return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, ValueError) as error:
+            log.warning("--resume: %s cannot be read back (%s); evaluating again", path, error)
+            return None
 
     def write_reports(self) -> None:
         wall = {**self.wall_seconds, "total": time.perf_counter() - self._start}

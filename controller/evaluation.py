@@ -192,6 +192,8 @@ def evaluate(
         scores.append(question_score(task, breakdown, len(trace.tool_calls)))
         records.append(_record(stage, dataset, task, trace, breakdown))
     seconds = time.perf_counter() - start
+    for record in records:  # so that `mtr eval --resume` can report them without re-running
+        record.update(policy_version=response.policy_version, seconds=round(seconds, 3))
     boot = config.eval
     result = summarize(
         stage, dataset, scores, response.policy_version, seconds, boot.bootstrap_resamples, boot.bootstrap_seed
@@ -260,17 +262,68 @@ def evaluate_pass_at_k(
             breakdown = score(trace, task, config.rollout.max_turns, config.reward)
             correct[task.id] += int(breakdown.exact_match >= 1.0)
             records.append({**_record(stage, dataset, task, trace, breakdown), "sample": index})
+    result = pass_at_k_result(stage, dataset, correct, samples, config, time.perf_counter() - start)
+    for record in records:
+        record["seconds"] = round(result.seconds, 3)
+    shown = " ".join(f"pass@{k} {v.estimate:.3f} [{v.low:.3f}, {v.high:.3f}]" for k, v in result.values.items())
+    log.info("pass@k %s on %s: %s (%d questions, %.1fs)", stage, dataset, shown, result.count, result.seconds)
+    return result, records
+
+
+def pass_at_k_result(
+    stage: str, dataset: str, correct: dict[str, int], samples: int, config: RunConfig, seconds: float
+) -> PassAtK:
+    """pass@k with its intervals from the number of correct traces per question."""
     boot = config.eval
     counts = list(correct.values())
     values = {
         k: pass_at_k_interval(samples, counts, k, boot.bootstrap_resamples, boot.bootstrap_seed)
         for k in pass_ks(samples)
     }
-    seconds = time.perf_counter() - start
-    result = PassAtK(stage, dataset, len(counts), samples, values, correct, config.rollout.temperature, seconds)
-    shown = " ".join(f"pass@{k} {v.estimate:.3f} [{v.low:.3f}, {v.high:.3f}]" for k, v in values.items())
-    log.info("pass@k %s on %s: %s (%d questions, %.1fs)", stage, dataset, shown, len(counts), seconds)
-    return result, records
+    return PassAtK(stage, dataset, len(counts), samples, values, correct, config.rollout.temperature, seconds)
+
+
+def restore(
+    stage: str, dataset: str, tasks: Sequence[Task], records: Sequence[dict], config: RunConfig
+) -> EvalResult | None:
+    """The result a finished greedy evaluation wrote (one record per question), or None if it does not cover
+    exactly `tasks` for `stage`: `mtr eval --resume` re-reads what it measured instead of measuring again."""
+    by_id = {task.id: task for task in tasks}
+    rows = [r for r in records if r.get("stage") == stage and r.get("task_id") in by_id]
+    if len(rows) != len(records) or sorted(r["task_id"] for r in rows) != sorted(by_id):
+        return None
+    scores = [
+        QuestionScore(
+            question_type=by_id[r["task_id"]].question_type,
+            hops=by_id[r["task_id"]].hops,
+            exact_match=float(r["exact_match"]),
+            f1=float(r["f1"]),
+            valid=float(r["format_valid"]),
+            tool_calls=int(r["tool_calls"]),
+            task_id=r["task_id"],
+        )
+        for r in rows
+    ]
+    boot = config.eval
+    version, seconds = int(rows[0].get("policy_version", 0)), float(rows[0].get("seconds", 0.0))
+    return summarize(stage, dataset, scores, version, seconds, boot.bootstrap_resamples, boot.bootstrap_seed)
+
+
+def restore_pass_at_k(
+    stage: str, dataset: str, tasks: Sequence[Task], records: Sequence[dict], samples: int, config: RunConfig
+) -> PassAtK | None:
+    """pass@k from a finished sampled evaluation's records (`samples` per question), or None if incomplete."""
+    by_id = {task.id: task for task in tasks}
+    correct: dict[str, int] = {task_id: 0 for task_id in by_id}
+    seen: dict[str, int] = {task_id: 0 for task_id in by_id}
+    for r in records:
+        if r.get("stage") != stage or r.get("task_id") not in by_id:
+            return None
+        seen[r["task_id"]] += 1
+        correct[r["task_id"]] += int(float(r["exact_match"]) >= 1.0)
+    if any(count != samples for count in seen.values()):
+        return None
+    return pass_at_k_result(stage, dataset, correct, samples, config, float(records[0].get("seconds", 0.0)))
 
 
 def _check_groups(

@@ -4,7 +4,7 @@ mtr run [--quick] [--config FILE] [--set section.key=value ...] [--ray-address A
 mtr synth [--data SPEC ...] [--out FILE] [--teacher oracle|llm] [...]   Stage 0: AutoAgent traces (resumable)
 mtr sft --traces FILE [--out DIR] [--resume] [...]                       Stage 1: SFT on traces
 mtr grpo --model CKPT [--out DIR] [--resume] [...]                       Stage 2: GRPO
-mtr eval [--model [LABEL=]PATH ...] [--data SPEC ...] [--out DIR] [...]   EM/F1 through the rollout path
+mtr eval [--model [LABEL=]PATH ...] [--out DIR] [--resume] [...]          EM/F1 through the rollout path
 mtr model prepare [--force]
 mtr simulator serve [--replicas N] [...]     (see `mtr simulator serve --help`)
 mtr config show [--quick] [--config FILE] [--set ...]
@@ -114,6 +114,11 @@ def _add_stage_commands(commands) -> None:
         help="Checkpoint to evaluate (repeatable; 'default' is the bundled model). Default: model.path.",
     )
     evaluation.add_argument("--out", help="Output directory (default: runs/eval-<timestamp>).")
+    evaluation.add_argument(
+        "--resume",
+        action="store_true",
+        help="Read back checkpoints × datasets whose traces in OUT are complete instead of evaluating them again.",
+    )
     evaluation.add_argument(
         "--pass-samples", type=int, help="Sampled traces per question for pass@k (eval.pass_samples; 0: off)."
     )

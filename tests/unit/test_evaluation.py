@@ -4,7 +4,15 @@ import json
 
 import pytest
 
-from controller.evaluation import QuestionScore, evaluate, evaluate_pass_at_k, pass_ks, summarize
+from controller.evaluation import (
+    QuestionScore,
+    evaluate,
+    evaluate_pass_at_k,
+    pass_ks,
+    restore,
+    restore_pass_at_k,
+    summarize,
+)
 from mtr.config import load_config
 from mtr.grammar import AssistantTurn, ToolCall, ToolTurn, Trace, render
 from mtr.task import Task
@@ -157,6 +165,50 @@ def test_a_short_group_is_an_error_not_a_wrong_pass_at_k():
         evaluate_pass_at_k("sft", "world", [task], rollout, config, 4)
 
 
+def _json_rows(records):
+    return [json.loads(json.dumps(r)) for r in records]
+
+
+def test_a_finished_evaluation_is_read_back_as_it_was_measured():
+    config = load_config(overrides=["rollout.max_turns=3", "rollout.max_tokens_per_turn=32"])
+    tasks = [
+        Task(f"q{i}", "Where was Ana Vell born?", ("Velgrad",), hops=2 + i % 2, question_type="bridge", tools=(SEARCH,))
+        for i in range(6)
+    ]
+    rollout = FakeRollout({t.id: _answered(t, "Velgrad" if i % 3 else "Oskar") for i, t in enumerate(tasks)})
+    measured, records = evaluate("sft", "world", tasks, rollout, config)
+    again = restore("sft", "world", tasks, _json_rows(records), config)
+    assert again.row() == {**measured.row(), "seconds": pytest.approx(measured.seconds, abs=1e-3)}
+    assert again.question_em == measured.question_em and again.by_hops == measured.by_hops
+    assert again.policy_version == 3
+
+
+def test_an_incomplete_or_foreign_trace_file_is_not_read_back():
+    config = load_config(overrides=["rollout.max_turns=3", "rollout.max_tokens_per_turn=32"])
+    tasks = [Task(f"q{i}", "Where was Ana Vell born?", ("Velgrad",), hops=2, tools=(SEARCH,)) for i in range(3)]
+    rollout = FakeRollout({t.id: _answered(t, "Velgrad") for t in tasks})
+    _, records = evaluate("sft", "world", tasks, rollout, config)
+    rows = _json_rows(records)
+    assert restore("sft", "world", tasks, rows[:2], config) is None  # interrupted
+    assert restore("grpo", "world", tasks, rows, config) is None  # another checkpoint's rows
+    assert restore("sft", "world", tasks[:2], rows, config) is None  # the question set changed
+    assert restore("sft", "world", tasks, rows + rows[:1], config) is None  # a question twice
+
+
+def test_pass_at_k_is_read_back_only_with_every_sample():
+    config = load_config(overrides=["rollout.max_turns=3", "rollout.max_tokens_per_turn=32"])
+    easy = Task("a", "Where was Ana Vell born?", ("Velgrad",), hops=2, tools=(SEARCH,))
+    hard = Task("b", "Which country holds Velgrad?", ("Oskar",), hops=3, tools=(SEARCH,))
+    rollout = FakeRollout(
+        {"a": [_answered(easy, "Velgrad")] * 4, "b": [_answered(hard, "Oskar")] + [_answered(hard, "x")] * 3}
+    )
+    measured, records = evaluate_pass_at_k("sft", "world", [easy, hard], rollout, config, 4)
+    again = restore_pass_at_k("sft", "world", [easy, hard], _json_rows(records), 4, config)
+    assert again.correct == measured.correct and again.values == measured.values
+    assert restore_pass_at_k("sft", "world", [easy, hard], _json_rows(records)[:-1], 4, config) is None
+    assert restore_pass_at_k("sft", "world", [easy, hard], _json_rows(records), 8, config) is None
+
+
 def _checkpoint_files(directory, weights=True):
     directory.mkdir(parents=True)
     (directory / "config.json").write_text('{"model_type": "llama"}')
@@ -181,3 +233,43 @@ def test_model_values_are_checked_before_anything_starts(tmp_path):
         parse_models([str(final)])
     with pytest.raises(CheckpointError, match="several checkpoints are labelled \\['x'\\]"):
         parse_models([f"x={step}", f"x={step}"])
+
+
+class FakeServices:
+    """Starts a FakeRollout per checkpoint and counts the engines started and stopped."""
+
+    def __init__(self, traces):
+        self.traces = traces
+        self.started, self.stopped = [], []
+
+    def rollout(self, path):
+        self.started.append(path)
+        return path, _ClosableRollout(self.traces)
+
+    def stop_role(self, actor):
+        self.stopped.append(actor)
+
+
+class _ClosableRollout(FakeRollout):
+    def close(self):
+        pass
+
+
+def test_resumed_evaluation_starts_no_engine_for_a_finished_checkpoint(tmp_path):
+    from controller.evalcmd import Checkpoint, Evaluation
+    from controller.taskdata import Dataset
+
+    config = load_config(overrides=["rollout.max_turns=3", "rollout.max_tokens_per_turn=32"])
+    tasks = [Task(f"q{i}", "Where was Ana Vell born?", ("Velgrad",), hops=2, tools=(SEARCH,)) for i in range(4)]
+    traces = {t.id: _answered(t, "Velgrad" if i % 2 else "Oskar") for i, t in enumerate(tasks)}
+    models = [Checkpoint("sft-10", tmp_path / "a"), Checkpoint("sft-20", tmp_path / "b")]
+    first = FakeServices(traces)
+    Evaluation(config, tmp_path, [Dataset("world", "synthetic", tasks)]).evaluate_model(first, models[0])
+    services = FakeServices(traces)
+    evaluation = Evaluation(config, tmp_path, [Dataset("world", "synthetic", tasks)], resume=True)
+    for model in models:
+        evaluation.evaluate_model(services, model)
+    assert services.started == [str(tmp_path / "b")] and services.stopped == services.started
+    assert [(r.stage, r.exact_match) for r in evaluation.results] == [("sft-10", 0.5), ("sft-20", 0.5)]
+    assert len(evaluation.gains()) == 1
+    assert (tmp_path / "traces" / "sft-20-world.jsonl").is_file()
