@@ -1,6 +1,6 @@
 import json
 
-from bench import grpo_sweep, sft_plateau
+from bench import grpo_sweep, sft_control, sft_plateau
 from bench.record_run import main, record
 
 
@@ -83,3 +83,32 @@ def test_the_sft_plateau_table_reads_losses_and_shows_each_quarter(tmp_path):
     ]
     table = sft_plateau.markdown({"checkpoints": rows})
     assert "| 4 | 0.2500 | 0.650 [0.580, 0.720] | +0.050 [-0.010, +0.110] |" in table
+
+
+def test_the_sft_control_gets_grpo_training_time_and_compares_paired(tmp_path):
+    grpo = tmp_path / "grpo"
+    (grpo / "traces").mkdir(parents=True)
+    events = [{"event": "eval", "step": 0, "seconds": 999.0}]
+    events += [{"event": "grpo", "step": s, "rollout_seconds": 40.0, "learner_seconds": 60.0} for s in range(4)]
+    events += [{"event": "weight_sync", "step": s, "publish_seconds": 1.0, "load_seconds": 0.5} for s in (1, 2, 3, 4)]
+    (grpo / "metrics.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n")
+    rows = [("step-0", t, em) for t, em in zip("abcd", (0, 0, 1, 1))] + [
+        ("step-2", t, em) for t, em in zip("abcd", (1, 1, 1, 1))
+    ]
+    (grpo / "traces" / "eval.jsonl").write_text(
+        "\n".join(json.dumps({"stage": s, "task_id": t, "exact_match": em}) for s, t, em in rows) + "\n"
+    )
+    stages = sft_control.question_em(grpo / "traces" / "eval.jsonl")
+    assert sft_control._last_stage(stages) == ("step-2", 2)
+    assert sft_control.grpo_training_seconds(grpo, 2) == 2 * 100.0 + 2 * 1.5  # steps 0-1, the syncs after them
+    sft = tmp_path / "sft"
+    sft.mkdir()
+    sft_events = [{"event": "sft", "step": s, "seconds": x} for s, x in enumerate((30.0, 10.0, 12.0))]
+    (sft / "metrics.jsonl").write_text("\n".join(json.dumps(e) for e in sft_events) + "\n")
+    assert sft_control.sft_seconds_per_step(sft) == 12.0
+    comparison = sft_control.compare(stages, {"a": 0.0, "b": 1.0, "c": 1.0, "d": 1.0})
+    assert comparison["grpo"]["stage"] == "step-2" and comparison["grpo"]["em"] == 1.0
+    assert comparison["grpo_minus_control"]["gain"] == 0.25 and comparison["control_minus_start"]["gain"] == 0.25
+    document = {"grpo_seconds": 203.0, "control_steps": 17, "control_traces": 400, "control_seconds": 210.0}
+    table = sft_control.markdown({**document, "comparison": comparison})
+    assert "SFT continued, 17 steps on 400 traces | 210 s | 0.750" in table and "GRPO − control: +0.250" in table

@@ -1,0 +1,162 @@
+"""The sceptic's control for the GRPO curve: SFT continued from the same checkpoint for the same wall time.
+
+Run: `python -m bench.sft_control --model RUN/checkpoints/sft --grpo-run runs/grpo-sweep/defaults-long
+--sft-run RUN` after the long GRPO run (`python -m bench.grpo_sweep --variants defaults-long ...`). Steps:
+`mtr synth` writes AutoAgent traces for every training question GRPO samples from (the same questions);
+`mtr sft` continues from the GRPO start checkpoint for as many steps as fit in GRPO's training wall time
+(rollout + learner + weight sync of its steps up to its last evaluation, divided by the SFT seconds per step
+the original SFT run measured); `mtr eval` scores the result on the held-out questions. Every step is
+resumable. Writes `bench/results/sft_control.json` / `.md`: held-out EM of the start, of GRPO's last
+evaluation and of the control, each with its 95 % interval, and the paired gains GRPO − control and
+control − start. GRPO must beat the control for its gain to be about strategy rather than more training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from bench.common import RESULTS_DIR, write_results
+from bench.record_run import provenance
+from controller.intervals import bootstrap_mean, paired_difference
+
+CONTROL_LABEL = "sft-control"
+
+
+def _mtr(*argv: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "mtr.cli", *argv], check=True)
+    return time.perf_counter() - start
+
+
+def _events(run_dir: Path, event: str) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [row for row in rows if row.get("event") == event]
+
+
+def question_em(eval_traces: Path) -> dict[str, dict[str, float]]:
+    """stage -> task id -> EM, from one-row-per-question eval trace files (GRPO's eval.jsonl, mtr eval's)."""
+    by_stage: dict[str, dict[str, float]] = defaultdict(dict)
+    for line in eval_traces.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            by_stage[row["stage"]][row["task_id"]] = float(row["exact_match"])
+    return dict(by_stage)
+
+
+def grpo_training_seconds(grpo_run: Path, last_step: int) -> float:
+    """Rollout + learner + weight-sync seconds of the GRPO steps before `last_step` (evaluations excluded)."""
+    steps = [e for e in _events(grpo_run, "grpo") if e["step"] < last_step]
+    syncs = [e for e in _events(grpo_run, "weight_sync") if e.get("step", 0) <= last_step]
+    sync_seconds = sum(e.get("publish_seconds", 0.0) + e.get("load_seconds", 0.0) for e in syncs)
+    return sum(e["rollout_seconds"] + e["learner_seconds"] for e in steps) + sync_seconds
+
+
+def sft_seconds_per_step(sft_run: Path) -> float:
+    """Median wall seconds of one SFT step in the run that made the start checkpoint."""
+    return statistics.median(e["seconds"] for e in _events(sft_run, "sft"))
+
+
+def _last_stage(stages: dict[str, dict[str, float]]) -> tuple[str, int]:
+    numbered = sorted((int(name.split("-")[-1]), name) for name in stages if name.split("-")[-1].isdigit())
+    return numbered[-1][1], numbered[-1][0]
+
+
+def _interval(values: dict[str, float]) -> dict:
+    em = bootstrap_mean(list(values.values()))
+    return {"em": em.estimate, "em_ci": em.bounds, "n": em.n}
+
+
+def _gain(before: dict[str, float], after: dict[str, float]) -> dict:
+    gain = paired_difference(before, after)
+    return {"gain": gain.estimate, "ci": gain.bounds, "n_paired": gain.n}
+
+
+def compare(grpo_stages: dict[str, dict[str, float]], control: dict[str, float]) -> dict:
+    """The start, GRPO's last evaluation and the control, with the two paired gains that decide the question."""
+    start = grpo_stages["step-0"]
+    last_name, _ = _last_stage(grpo_stages)
+    last = grpo_stages[last_name]
+    return {
+        "start": _interval(start),
+        "grpo": {"stage": last_name, **_interval(last)},
+        "control": _interval(control),
+        "grpo_minus_control": _gain(control, last),
+        "control_minus_start": _gain(start, control),
+        "grpo_minus_start": _gain(start, last),
+    }
+
+
+def markdown(document: dict) -> str:
+    c = document["comparison"]
+
+    def em(row: dict) -> str:
+        return f"{row['em']:.3f} [{row['em_ci'][0]:.3f}, {row['em_ci'][1]:.3f}]"
+
+    def gain(row: dict) -> str:
+        return f"{row['gain']:+.3f} [{row['ci'][0]:+.3f}, {row['ci'][1]:+.3f}] (n {row['n_paired']})"
+
+    return "\n".join(
+        [
+            "| policy | training after the start checkpoint | held-out EM [95 %] | gain over start [paired 95 %] |",
+            "|---|---|---|---|",
+            f"| start (SFT) | - | {em(c['start'])} | - |",
+            f"| GRPO ({c['grpo']['stage']}) | {document['grpo_seconds']:.0f} s | {em(c['grpo'])} "
+            f"| {gain(c['grpo_minus_start'])} |",
+            f"| SFT continued, {document['control_steps']} steps on {document['control_traces']} traces "
+            f"| {document['control_seconds']:.0f} s | {em(c['control'])} | {gain(c['control_minus_start'])} |",
+            "",
+            f"GRPO − control: {gain(c['grpo_minus_control'])}",
+            "",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.sft_control", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="The SFT checkpoint GRPO started from.")
+    parser.add_argument("--grpo-run", required=True, type=Path, help="The GRPO run directory (with eval.jsonl).")
+    parser.add_argument("--sft-run", required=True, type=Path, help="Run whose metrics.jsonl has the SFT steps.")
+    parser.add_argument("--out-root", type=Path, default=Path("runs/sft-control"))
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    grpo_stages = question_em(args.grpo_run / "traces" / "eval.jsonl")
+    _, last_step = _last_stage(grpo_stages)
+    grpo_seconds = grpo_training_seconds(args.grpo_run, last_step)
+    per_step = sft_seconds_per_step(args.sft_run)
+    steps = max(1, round(grpo_seconds / per_step))
+    traces = args.out_root / "traces.jsonl"
+    _mtr("synth", "--out", str(traces))  # every training question; resumable
+    sft_dir = args.out_root / "sft"
+    argv_sft = ["sft", "--traces", str(traces), "--out", str(sft_dir)]
+    argv_sft += ["--set", f"model.path={args.model}", "--set", f"sft.steps={steps}"]
+    if (sft_dir / "checkpoints").exists():
+        argv_sft.append("--resume")
+    control_seconds = _mtr(*argv_sft)
+    eval_dir = args.out_root / "eval"
+    _mtr("eval", "--model", f"{CONTROL_LABEL}={sft_dir / 'checkpoints' / 'final'}", "--out", str(eval_dir), "--resume")
+    control = question_em(eval_dir / "traces" / f"{CONTROL_LABEL}-synthetic.jsonl")[CONTROL_LABEL]
+    document = {
+        "provenance": provenance(sft_dir),
+        "grpo_run": str(args.grpo_run),
+        "grpo_seconds": grpo_seconds,
+        "sft_seconds_per_step": per_step,
+        "control_steps": steps,
+        "control_traces": sum(1 for line in traces.read_text(encoding="utf-8").splitlines() if line.strip()),
+        "control_seconds": sum(e["seconds"] for e in _events(sft_dir, "sft")),
+        "control_command_seconds": control_seconds,
+        "comparison": compare(grpo_stages, control),
+    }
+    write_results("sft_control", document, markdown(document), args.out_dir)
+    print(f"wrote {args.out_dir / 'sft_control'}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
