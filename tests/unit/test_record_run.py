@@ -92,8 +92,8 @@ def test_the_sft_control_gets_grpo_training_time_and_compares_paired(tmp_path):
     events += [{"event": "grpo", "step": s, "rollout_seconds": 40.0, "learner_seconds": 60.0} for s in range(4)]
     events += [{"event": "weight_sync", "step": s, "publish_seconds": 1.0, "load_seconds": 0.5} for s in (1, 2, 3, 4)]
     (grpo / "metrics.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n")
-    rows = [("step-0", t, em) for t, em in zip("abcd", (0, 0, 1, 1))] + [
-        ("step-2", t, em) for t, em in zip("abcd", (1, 1, 1, 1))
+    rows = [("step-0", t, em) for t, em in zip("abcd", (0, 0, 1, 1), strict=True)] + [
+        ("step-2", t, em) for t, em in zip("abcd", (1, 1, 1, 1), strict=True)
     ]
     (grpo / "traces" / "eval.jsonl").write_text(
         "\n".join(json.dumps({"stage": s, "task_id": t, "exact_match": em}) for s, t, em in rows) + "\n"
