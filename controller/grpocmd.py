@@ -23,7 +23,7 @@ from controller.metricstargets import MetricsTargets
 from controller.rundir import RunDirectory
 from controller.services import Services
 from controller.taskdata import Dataset, load_side, with_tools
-from controller.training import GRPOStepper
+from controller.training import GRPOStepper, noise_setter
 from mtr.config import RunConfig
 from mtr.datasets import DatasetError
 from mtr.modelprep import ModelPrepError, resolve_model_path
@@ -100,7 +100,15 @@ class GRPORun:
                 version = learner.status().version
             _, pool = services.rollout_pool(rollout_weights, initial_version=version)
             self.learner, self.pool, self.eval_sets = learner, pool, [d for d in eval_sets if d.tasks]
-            stepper = GRPOStepper(self.config, learner, pool, self.run_dir, self.metrics, learner_version=version)
+            stepper = GRPOStepper(
+                self.config,
+                learner,
+                pool,
+                self.run_dir,
+                self.metrics,
+                learner_version=version,
+                set_noise=noise_setter(self.config, services.simulator),
+            )
             loop = GRPOLoop(stepper, train, on_step=self._after_step)
             self.loop = loop
             start, pending = 0, None

@@ -27,7 +27,7 @@ from controller.report import write_report
 from controller.rundir import RunDirectory
 from controller.services import Services
 from controller.taskdata import Dataset, load_side, with_tools
-from controller.training import GRPOStepper, SFTStepper
+from controller.training import GRPOStepper, SFTStepper, noise_setter
 from mtr.config import RunConfig
 from mtr.grammar import to_openai
 from mtr.task import Task
@@ -135,7 +135,8 @@ class Pipeline:
         return self.outcome.sft_losses
 
     def grpo(self, train: list[Task]) -> list[float]:
-        stepper = GRPOStepper(self.config, self.learner, self.rollout, self.run_dir, self.metrics)
+        set_noise = noise_setter(self.config, self.simulator)
+        stepper = GRPOStepper(self.config, self.learner, self.rollout, self.run_dir, self.metrics, set_noise=set_noise)
         self.outcome.grpo_rewards = GRPOLoop(stepper, train).run()
         return self.outcome.grpo_rewards
 

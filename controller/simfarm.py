@@ -31,6 +31,21 @@ def serve_arguments(config: SimulatorConfig, world_seed: int) -> list[str]:
         str(config.top_k),
         "--max-argument-chars",
         str(config.max_argument_chars),
+        *model_actor_arguments(config),
+    ]
+
+
+def model_actor_arguments(config: SimulatorConfig) -> list[str]:
+    """`simulator.actor: model`: every replica runs its own engine of the ToolActor checkpoint."""
+    if config.actor != "model":
+        return []
+    return [
+        "--actor",
+        "model",
+        "--actor-model",
+        str(config.actor_model),
+        "--actor-max-tokens",
+        str(config.actor_max_tokens),
     ]
 
 
@@ -43,7 +58,9 @@ class LocalSimulatorFarm:
         self.addresses: list[str] = []
         self.metrics_addresses: list[str] = []  # host:port of each replica's /metrics (for discovery)
 
-    def start(self, timeout_s: float = 120.0) -> list[str]:
+    def start(self, timeout_s: float | None = None) -> list[str]:
+        if timeout_s is None:  # a model ToolActor starts (and compiles) a vLLM engine first
+            timeout_s = 600.0 if self.config.actor == "model" else 120.0
         self.log_dir.mkdir(parents=True, exist_ok=True)
         pending = [self._spawn(index) for index in range(self.config.replicas)]
         try:

@@ -113,6 +113,7 @@ class RolloutBatch:
     truncated_masked: int = 0  # of those, left out of the loss (grpo.truncated: mask)
     kept_ids: list[str] = field(default_factory=list)  # task ids of the groups kept
     refill_ids: list[str] = field(default_factory=list)  # task ids drawn by dynamic-sampling refills
+    noise_share: float | None = None  # share of noisy tool observations (model ToolActor), None: not scheduled
 
     @property
     def kept_groups(self) -> int:
@@ -138,6 +139,11 @@ class RolloutBatch:
         self.kept_ids += other.kept_ids
 
 
+def noise_setter(config: RunConfig, simulator) -> Callable[[float], None] | None:
+    """The farm's SetNoise when its actor has a noisy mode (simulator.actor 'model'), else None."""
+    return simulator.set_noise if config.simulator.actor == "model" and simulator is not None else None
+
+
 class GRPOStepper:
     """One GRPO step in two phases, so a loop can overlap them: rollout+reward, then update+publish."""
 
@@ -149,8 +155,11 @@ class GRPOStepper:
         run_dir: RunDirectory,
         metrics: ControllerMetrics,
         learner_version: int | None = None,
+        set_noise: Callable[[float], None] | None = None,
     ) -> None:
+        """`set_noise`: tells the simulator farm the noisy share of simulator.noise for each step (a model actor)."""
         self.config, self.learner, self.rollout = config, learner, rollout
+        self.set_noise = set_noise
         self.run_dir, self.metrics = run_dir, metrics
         self.learner_version = learner.status().version if learner_version is None else learner_version
         self.loaded_version = self.learner_version  # what the rollout workers run
@@ -183,7 +192,12 @@ class GRPOStepper:
         own seed), at most `grpo.max_draws_per_step` draws in all; the step trains on what was kept.
         """
         g = self.config.grpo
+        share = None
+        if self.set_noise is not None:
+            share = self.config.simulator.noise.share(step, g.steps)
+            self.set_noise(share)
         batch = self._draw(step, 0, tasks)
+        batch.noise_share = share
         wanted = len(tasks)
         while (
             refill is not None
@@ -258,6 +272,7 @@ class GRPOStepper:
             "groups": len(batch.response.groups),
             "groups_drawn": len(batch.response.groups),
             "groups_kept": batch.kept_groups,
+            **({} if batch.noise_share is None else {"noise_share": batch.noise_share}),
             "groups_dropped": batch.dropped_groups,
             "draws": batch.draws,
             "truncated": batch.truncated,

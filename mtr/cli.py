@@ -7,6 +7,7 @@ mtr grpo --model CKPT [--out DIR] [--resume] [...]                       Stage 2
 mtr eval [--model [LABEL=]PATH ...] [--out DIR] [--resume] [...]          EM/F1 through the rollout path
 mtr model prepare [--force]
 mtr simulator serve [--replicas N] [...]     (see `mtr simulator serve --help`)
+mtr simulator train [--data SPEC ...] [--out DIR] [...]                   A ToolActor model from grounded pairs
 mtr config show [--quick] [--config FILE] [--set ...]
 """
 
@@ -127,7 +128,7 @@ def _add_stage_commands(commands) -> None:
 def _stage_overrides(args: argparse.Namespace) -> list[str]:
     """Command flags that are shorthands for config keys, as overrides (applied after --set)."""
     overrides = []
-    side = {"synth": "train", "grpo": "train", "eval": "eval"}.get(args.command)
+    side = {"synth": "train", "grpo": "train", "eval": "eval", "simulator-train": "train"}.get(args.command)
     if side and getattr(args, "data", None):
         overrides.append(f"data.{side}={json.dumps(args.data)}")
     for flag, key in (
@@ -173,6 +174,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_simulator_train_parser() -> argparse.ArgumentParser:
+    """`mtr simulator train`: the one simulator command that needs the run configuration and the learner."""
+    parser = argparse.ArgumentParser(
+        prog="mtr simulator train",
+        description="Harvest (tool call -> grounded observation) pairs through the farm from the training questions "
+        "(never a held-out question's pages), then fine-tune toolmodel.base_model on them with the DeepSpeed learner; "
+        "writes OUT/pairs.jsonl (resumable) and the Hugging Face checkpoint OUT/checkpoints/final.",
+    )
+    _add_config_args(parser)
+    _add_data_args(parser, "train")
+    parser.add_argument("--out", default="runs/toolmodel", help="Output directory (default: %(default)s).")
+    parser.add_argument("--force", action="store_true", help="Train again even if OUT/checkpoints/final exists.")
+    parser.set_defaults(command="simulator-train")
+    return parser
+
+
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     base = {}
     if args.quick:
@@ -192,9 +209,12 @@ def resolve_config(args: argparse.Namespace) -> RunConfig:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["simulator"]:
+    if argv[:2] == ["simulator", "train"]:
+        args = build_simulator_train_parser().parse_args(argv[2:])
+    elif argv[:1] == ["simulator"]:
         return importlib.import_module("simulator.main").main(argv[1:])
-    args = build_parser().parse_args(argv)
+    else:
+        args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "model":
@@ -208,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command in ("synth", "sft", "grpo", "eval"):
             return importlib.import_module(f"controller.{args.command}cmd").main(config, args)
+        if args.command == "simulator-train":
+            return importlib.import_module("controller.toolmodelcmd").main(config, args)
         return importlib.import_module("controller.main").run(config)
     except ConfigError as error:
         print(f"mtr: {error}", file=sys.stderr)

@@ -71,6 +71,18 @@ class WorldConfig(_Strict):
     )
 
 
+class NoiseSchedule(_Strict):
+    start: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of noisy observations (facts from unrelated documents) at GRPO step 0."
+    )
+    end: float = Field(0.0, ge=0.0, le=1.0, description="Share at the last GRPO step; linear in between.")
+
+    def share(self, step: int, total_steps: int) -> float:
+        """The noisy share at `step` of `total_steps` (linear from start to end)."""
+        progress = min(1.0, step / max(1, total_steps - 1))
+        return self.start + (self.end - self.start) * progress
+
+
 class SimulatorConfig(_Strict):
     placement: Literal["auto", "local", "ray", "external"] = Field(
         "auto",
@@ -105,6 +117,32 @@ class SimulatorConfig(_Strict):
     top_k: int = Field(3, ge=1, le=20, description="Documents a search observation returns.")
     max_argument_chars: int = Field(2000, ge=16, description="Larger tool-call arguments get an error observation.")
     call_timeout_s: float = Field(10.0, gt=0, description="Deadline of one tool call.")
+    actor: Literal["grounded", "model"] = Field(
+        "grounded",
+        description="Who answers tool calls: 'grounded' (BM25 over the documents, exact computation) or 'model' (a "
+        "trained ToolActor checkpoint, simulator.actor_model, generating each observation in a vLLM engine per "
+        "replica from its weights alone; compare/date_diff/calculator stay exact). Write one with "
+        "`mtr simulator train`.",
+    )
+    actor_model: str | None = Field(
+        None, description="simulator.actor 'model': the ToolActor checkpoint (a Hugging Face directory)."
+    )
+    actor_max_tokens: int = Field(
+        384, ge=16, le=4096, description="Token cap of one generated observation (simulator.actor 'model')."
+    )
+    noise: NoiseSchedule = Field(
+        default_factory=NoiseSchedule,
+        description="simulator.actor 'model': share of calls answered with a noisy observation, moved linearly "
+        "over the GRPO steps (ZeroSearch's curriculum); exported as mtr_simulator_noise_share.",
+    )
+
+    @model_validator(mode="after")
+    def _actor_model_given(self) -> SimulatorConfig:
+        if self.actor == "model" and not self.actor_model:
+            raise ValueError("simulator.actor 'model' needs simulator.actor_model (train one: mtr simulator train)")
+        if self.actor == "grounded" and (self.noise.start or self.noise.end):
+            raise ValueError("simulator.noise needs simulator.actor 'model' (the grounded actor has no noisy mode)")
+        return self
 
     @model_validator(mode="after")
     def _addresses_match_placement(self) -> SimulatorConfig:
@@ -423,6 +461,20 @@ class ClusterConfig(_Strict):
         return self
 
 
+class ToolModelConfig(_Strict):
+    """`mtr simulator train`: fine-tunes a ToolActor model on (call -> grounded observation) pairs."""
+
+    base_model: str = Field(
+        "default", description="Checkpoint the ToolActor model starts from ('default': the embedded SmolLM2-135M)."
+    )
+    steps: int = Field(300, ge=1, description="Optimizer steps on the harvested pairs.")
+    batch_size: int = Field(16, ge=1, description="Pairs per optimizer step.")
+    lr: float = Field(2e-4, gt=0.0, le=1.0, description="Peak learning rate (warm-up + cosine, as SFT).")
+    noisy_pairs: bool = Field(
+        True, description="Also harvest a noisy pair per call (facts from another call's documents), as ZeroSearch."
+    )
+
+
 class RunConfig(_Strict):
     name: str = Field("mtr", description="Run name; the run directory is <runs_dir>/<name>-<timestamp>.")
     runs_dir: str = Field("runs", description="Parent of run directories.")
@@ -439,6 +491,7 @@ class RunConfig(_Strict):
     reward: RewardConfig = RewardConfig()
     eval: EvalConfig = EvalConfig()
     cluster: ClusterConfig = ClusterConfig()
+    toolmodel: ToolModelConfig = ToolModelConfig()
     _precision: Any = PrivateAttr(None)  # mtr.hardware.PrecisionChoice once `auto` is resolved
 
     @property

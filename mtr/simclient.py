@@ -253,6 +253,16 @@ class SimulatorClient:
         ((response, _),) = _Batch(self, "MakeTools", [request]).run()
         return ToolSet(tuple(json.loads(t) for t in response.tools_json), response.task_kind)
 
+    def set_noise(self, share: float) -> None:
+        """Tell every replica the share of calls to answer noisily (simulator.noise); a replica that is down or
+        refuses is an error naming it, because a schedule applied to part of the farm is not the schedule."""
+        request = pb.SetNoiseRequest(share=share)
+        for replica in self._replicas:
+            try:
+                replica.stub.SetNoise(request, timeout=self.attempt_timeout_s, metadata=self._metadata)
+            except grpc.RpcError as exc:
+                raise SimulatorError(_describe("SetNoise", replica.address, exc)) from None
+
     def call_tool(self, task_id: str, name: str, arguments_json: str, documents: Sequence[Document] = ()) -> ToolResult:
         """One call; `documents` (a task's own context) replace the replica's corpus for retrieval."""
         return self.call_many([ToolCallRequest(task_id, name, arguments_json, tuple(documents))])[0]

@@ -118,13 +118,16 @@ class ToolCallHandler:
                 CallStatus.INPUT_TOO_LARGE,
                 f"{tool}: arguments are {len(arguments_json)} characters, the limit is {self.max_argument_chars}",
             )
-        # Only canonical keys are stored, so text equal to one is that same call, and valid JSON.
+        # Only canonical keys are stored, so text equal to one is that same call, and valid JSON. An actor whose
+        # answer also depends on something else (the model actor's quality) keys by it too, so no shortcut.
+        variant = getattr(self.actor, "cache_variant", None)
         written = (tool, arguments_json, documents.key)
-        cached = self.cache.get(written)
+        cached = self.cache.get(written) if variant is None else None
         if cached is None:
             try:
                 arguments = json.loads(arguments_json)
-                key = call_key(tool, arguments, documents.key)
+                scope = documents.key if variant is None else f"{documents.key}|{variant(tool, arguments)}"
+                key = call_key(tool, arguments, scope)
             except (json.JSONDecodeError, RecursionError) as exc:
                 return _error(CallStatus.INVALID_ARGUMENTS, f"{tool}: arguments are not valid JSON ({exc})")
             cached = self.cache.get(key) if key != written else None

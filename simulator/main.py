@@ -26,7 +26,11 @@ log = logging.getLogger("simulator")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m simulator", description="MTR simulator (ToolMaker + ToolActor).")
+    parser = argparse.ArgumentParser(
+        prog="python -m simulator",
+        description="MTR simulator (ToolMaker + ToolActor). To train a ToolActor model for `--actor model`, run "
+        "`mtr simulator train --help` (it needs the learner, which this package does not start).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="Serve replicas over gRPC until SIGTERM/SIGINT.")
     serve.add_argument("--replicas", type=int, default=1, help="Replica processes to start and supervise.")
@@ -67,7 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="'task': utility library by task class + task-specific tools; 'minimal': search + open_page.",
     )
     serve.add_argument("--toolmaker", choices=("rules", "llm"), default="rules", help="Who designs task tools.")
-    serve.add_argument("--actor", choices=("grounded", "llm"), default="grounded", help="Who answers tool calls.")
+    serve.add_argument(
+        "--actor",
+        choices=("grounded", "llm", "model"),
+        default="grounded",
+        help="Who answers tool calls: grounded (BM25 + computation), llm (an endpoint, grounded pages in its prompt), "
+        "model (a trained ToolActor checkpoint in a vLLM engine here, from its weights alone).",
+    )
+    serve.add_argument("--actor-model", help="--actor model: the ToolActor checkpoint (`mtr simulator train`).")
+    serve.add_argument("--actor-max-tokens", type=int, default=384, help="--actor model: token cap per observation.")
+    serve.add_argument("--actor-dtype", default="auto", help="--actor model: engine dtype (auto: bf16 where native).")
+    serve.add_argument("--actor-kv-cache-gib", type=float, default=1.0, help="--actor model: CPU KV cache (GiB).")
     serve.add_argument("--llm-url", help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) for llm backends.")
     serve.add_argument("--llm-model", help="Model name served at --llm-url.")
     serve.add_argument("--llm-api-key", help="API key of --llm-url (default: $OPENAI_API_KEY, else none).")
@@ -124,6 +138,15 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--toolmaker llm / --actor llm need --llm-url and --llm-model")
     if args.actor == "llm" and args.actor_threads == 0:
         args.actor_threads = 4  # LLM calls block; keep health checks and other calls flowing
+    if args.actor == "model":
+        if not args.actor_model:
+            parser.error("--actor model needs --actor-model (a checkpoint written by `mtr simulator train`)")
+        if not Path(args.actor_model, "config.json").is_file():
+            parser.error(f"--actor-model {args.actor_model}: no config.json there; not a Hugging Face checkpoint")
+        if args.actor_max_tokens < 1:
+            parser.error(f"--actor-max-tokens must be >= 1, got {args.actor_max_tokens}")
+        if args.actor_threads == 0:
+            args.actor_threads = 64  # calls wait on the engine; concurrent ones become one generation batch
     if args.cache_save_interval_s <= 0:
         parser.error(f"--cache-save-interval-s must be > 0, got {args.cache_save_interval_s}")
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -229,12 +252,29 @@ def _backends(args: argparse.Namespace, documents):
 
         designer = LLMToolDesigner(client)
     toolmaker = ToolMaker(MINIMAL_LIBRARY if args.tools == "minimal" else None, designer=designer)
+    if args.actor == "model":
+        return toolmaker, _model_actor(args, toolmaker)
     grounded = GroundedActor(documents, top_k=args.top_k, max_text_chars=args.max_text_chars, tools=toolmaker)
     if args.actor == "llm":
         from simulator.llm_actor import LLMActor
 
         return toolmaker, LLMActor(client, grounded, tools=toolmaker)
     return toolmaker, grounded
+
+
+def _model_actor(args: argparse.Namespace, toolmaker):
+    """A ToolActor checkpoint in this replica's own vLLM engine; no corpus, no endpoint."""
+    from mtr.hardware import concrete_dtype
+    from simulator.model_actor import ModelActor, VLLMObservationGenerator
+
+    generator = VLLMObservationGenerator(
+        args.actor_model,
+        max_tokens=args.actor_max_tokens,
+        dtype=concrete_dtype(args.actor_dtype),
+        kv_cache_gib=args.actor_kv_cache_gib,
+        seed=args.world_seed,
+    )
+    return ModelActor(generator, toolmaker)
 
 
 def _load_cache(args: argparse.Namespace, cache):

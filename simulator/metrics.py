@@ -42,6 +42,11 @@ class SimulatorMetrics:
             ["replica"],
             registry=registry,
         )
+        self.noise_share = Gauge(
+            "mtr_simulator_noise_share",
+            "Share of calls a model ToolActor answers with a noisy observation (simulator.noise schedule).",
+            registry=registry,
+        )
         # Resolving label values costs more than the increment itself; a replica sees a handful of combinations.
         self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 

@@ -106,6 +106,22 @@ class SimulatorServicer(pb_grpc.SimulatorServiceServicer):
             )
         return response
 
+    async def SetNoise(self, request: pb.SetNoiseRequest, context: grpc.aio.ServicerContext) -> pb.SetNoiseResponse:
+        share = request.share
+        if not 0.0 <= share <= 1.0:  # NaN fails this too
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"SetNoise: share must be in [0, 1], got {share}")
+        setter = getattr(self.handler.actor, "set_noise_share", None)
+        if setter is None:
+            if share > 0.0:
+                await context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"SetNoise: replica {self.replica}'s actor has no noisy mode (only a model ToolActor has one)",
+                )
+        else:
+            setter(share)
+        self.handler.metrics.noise_share.set(share)
+        return pb.SetNoiseResponse(share=share, replica=self.replica)
+
 
 def _arguments(call: pb.CallToolRequest) -> tuple[str, str, DocumentSet]:
     return call.tool_name, call.arguments_json, _documents(call)

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from mtr.v1 import task_pb2 as mtr_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emtr/v1/simulator_service.proto\x12\x06mtr.v1\x1a\x11mtr/v1/task.proto\".\n\x10MakeToolsRequest\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.mtr.v1.Task\":\n\x11MakeToolsResponse\x12\x12\n\ntools_json\x18\x01 \x03(\t\x12\x11\n\ttask_kind\x18\x02 \x01(\t\"r\n\x0f\x43\x61llToolRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12#\n\tdocuments\x18\x04 \x03(\x0b\x32\x10.mtr.v1.Document\"\x80\x01\n\x10\x43\x61llToolResponse\x12\x18\n\x10observation_json\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0e\x32\x12.mtr.v1.CallStatus\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\x12\x0f\n\x07replica\x18\x05 \x01(\t\":\n\x10\x43\x61llToolsRequest\x12&\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x17.mtr.v1.CallToolRequest\">\n\x11\x43\x61llToolsResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.mtr.v1.CallToolResponse*\xbe\x01\n\nCallStatus\x12\x1b\n\x17\x43\x41LL_STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43\x41LL_STATUS_OK\x10\x01\x12\x1c\n\x18\x43\x41LL_STATUS_UNKNOWN_TOOL\x10\x02\x12!\n\x1d\x43\x41LL_STATUS_INVALID_ARGUMENTS\x10\x03\x12\x1f\n\x1b\x43\x41LL_STATUS_INPUT_TOO_LARGE\x10\x04\x12\x1d\n\x19\x43\x41LL_STATUS_BACKEND_ERROR\x10\x05\x32\xd5\x01\n\x10SimulatorService\x12@\n\tMakeTools\x12\x18.mtr.v1.MakeToolsRequest\x1a\x19.mtr.v1.MakeToolsResponse\x12=\n\x08\x43\x61llTool\x12\x17.mtr.v1.CallToolRequest\x1a\x18.mtr.v1.CallToolResponse\x12@\n\tCallTools\x12\x18.mtr.v1.CallToolsRequest\x1a\x19.mtr.v1.CallToolsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emtr/v1/simulator_service.proto\x12\x06mtr.v1\x1a\x11mtr/v1/task.proto\".\n\x10MakeToolsRequest\x12\x1a\n\x04task\x18\x01 \x01(\x0b\x32\x0c.mtr.v1.Task\":\n\x11MakeToolsResponse\x12\x12\n\ntools_json\x18\x01 \x03(\t\x12\x11\n\ttask_kind\x18\x02 \x01(\t\"r\n\x0f\x43\x61llToolRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\ttool_name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\x12#\n\tdocuments\x18\x04 \x03(\x0b\x32\x10.mtr.v1.Document\"\x80\x01\n\x10\x43\x61llToolResponse\x12\x18\n\x10observation_json\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0e\x32\x12.mtr.v1.CallStatus\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x04 \x01(\x08\x12\x0f\n\x07replica\x18\x05 \x01(\t\":\n\x10\x43\x61llToolsRequest\x12&\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x17.mtr.v1.CallToolRequest\">\n\x11\x43\x61llToolsResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.mtr.v1.CallToolResponse\" \n\x0fSetNoiseRequest\x12\r\n\x05share\x18\x01 \x01(\x01\"2\n\x10SetNoiseResponse\x12\r\n\x05share\x18\x01 \x01(\x01\x12\x0f\n\x07replica\x18\x02 \x01(\t*\xbe\x01\n\nCallStatus\x12\x1b\n\x17\x43\x41LL_STATUS_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43\x41LL_STATUS_OK\x10\x01\x12\x1c\n\x18\x43\x41LL_STATUS_UNKNOWN_TOOL\x10\x02\x12!\n\x1d\x43\x41LL_STATUS_INVALID_ARGUMENTS\x10\x03\x12\x1f\n\x1b\x43\x41LL_STATUS_INPUT_TOO_LARGE\x10\x04\x12\x1d\n\x19\x43\x41LL_STATUS_BACKEND_ERROR\x10\x05\x32\x94\x02\n\x10SimulatorService\x12@\n\tMakeTools\x12\x18.mtr.v1.MakeToolsRequest\x1a\x19.mtr.v1.MakeToolsResponse\x12=\n\x08\x43\x61llTool\x12\x17.mtr.v1.CallToolRequest\x1a\x18.mtr.v1.CallToolResponse\x12@\n\tCallTools\x12\x18.mtr.v1.CallToolsRequest\x1a\x19.mtr.v1.CallToolsResponse\x12=\n\x08SetNoise\x12\x17.mtr.v1.SetNoiseRequest\x1a\x18.mtr.v1.SetNoiseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mtr.v1.simulator_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CALLSTATUS']._serialized_start=541
-  _globals['_CALLSTATUS']._serialized_end=731
+  _globals['_CALLSTATUS']._serialized_start=627
+  _globals['_CALLSTATUS']._serialized_end=817
   _globals['_MAKETOOLSREQUEST']._serialized_start=61
   _globals['_MAKETOOLSREQUEST']._serialized_end=107
   _globals['_MAKETOOLSRESPONSE']._serialized_start=109
@@ -46,6 +46,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CALLTOOLSREQUEST']._serialized_end=474
   _globals['_CALLTOOLSRESPONSE']._serialized_start=476
   _globals['_CALLTOOLSRESPONSE']._serialized_end=538
-  _globals['_SIMULATORSERVICE']._serialized_start=734
-  _globals['_SIMULATORSERVICE']._serialized_end=947
+  _globals['_SETNOISEREQUEST']._serialized_start=540
+  _globals['_SETNOISEREQUEST']._serialized_end=572
+  _globals['_SETNOISERESPONSE']._serialized_start=574
+  _globals['_SETNOISERESPONSE']._serialized_end=624
+  _globals['_SIMULATORSERVICE']._serialized_start=820
+  _globals['_SIMULATORSERVICE']._serialized_end=1096
 # @@protoc_insertion_point(module_scope)

@@ -74,3 +74,17 @@ class CallToolsResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[CallToolResponse]
     def __init__(self, results: _Optional[_Iterable[_Union[CallToolResponse, _Mapping]]] = ...) -> None: ...
+
+class SetNoiseRequest(_message.Message):
+    __slots__ = ("share",)
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    share: float
+    def __init__(self, share: _Optional[float] = ...) -> None: ...
+
+class SetNoiseResponse(_message.Message):
+    __slots__ = ("share", "replica")
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    share: float
+    replica: str
+    def __init__(self, share: _Optional[float] = ..., replica: _Optional[str] = ...) -> None: ...

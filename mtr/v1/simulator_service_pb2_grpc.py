@@ -5,7 +5,7 @@ import warnings
 
 from mtr.v1 import simulator_service_pb2 as mtr_dot_v1_dot_simulator__service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -50,6 +50,11 @@ class SimulatorServiceStub:
                 request_serializer=mtr_dot_v1_dot_simulator__service__pb2.CallToolsRequest.SerializeToString,
                 response_deserializer=mtr_dot_v1_dot_simulator__service__pb2.CallToolsResponse.FromString,
                 _registered_method=True)
+        self.SetNoise = channel.unary_unary(
+                '/mtr.v1.SimulatorService/SetNoise',
+                request_serializer=mtr_dot_v1_dot_simulator__service__pb2.SetNoiseRequest.SerializeToString,
+                response_deserializer=mtr_dot_v1_dot_simulator__service__pb2.SetNoiseResponse.FromString,
+                _registered_method=True)
 
 
 class SimulatorServiceServicer:
@@ -77,6 +82,14 @@ class SimulatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetNoise(self, request, context):
+        """The share of calls a model ToolActor answers with a noisy observation from now on (a GRPO step sets it from
+        simulator.noise). A replica whose actor has no noisy mode answers FAILED_PRECONDITION for a share above 0.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SimulatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +107,11 @@ def add_SimulatorServiceServicer_to_server(servicer, server):
                     servicer.CallTools,
                     request_deserializer=mtr_dot_v1_dot_simulator__service__pb2.CallToolsRequest.FromString,
                     response_serializer=mtr_dot_v1_dot_simulator__service__pb2.CallToolsResponse.SerializeToString,
+            ),
+            'SetNoise': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNoise,
+                    request_deserializer=mtr_dot_v1_dot_simulator__service__pb2.SetNoiseRequest.FromString,
+                    response_serializer=mtr_dot_v1_dot_simulator__service__pb2.SetNoiseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +196,33 @@ class SimulatorService:
             '/mtr.v1.SimulatorService/CallTools',
             mtr_dot_v1_dot_simulator__service__pb2.CallToolsRequest.SerializeToString,
             mtr_dot_v1_dot_simulator__service__pb2.CallToolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNoise(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mtr.v1.SimulatorService/SetNoise',
+            mtr_dot_v1_dot_simulator__service__pb2.SetNoiseRequest.SerializeToString,
+            mtr_dot_v1_dot_simulator__service__pb2.SetNoiseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,136 @@
+"""`mtr simulator train`: fine-tune a ToolActor model on (tool call -> grounded observation) pairs.
+
+    mtr simulator train [--data SPEC ...] [--out DIR] [--set toolmodel.steps=300 ...]
+
+1. Harvest: the grounded farm answers the calls a good policy makes on every training question (the
+   world's, plus the training halves of any `--data` benchmarks); pairs that show a held-out question's page
+   are left out (`controller.toolharvest`). Resumable: re-running appends only what is missing.
+2. Train: the project's DeepSpeed learner fine-tunes `toolmodel.base_model` on the pairs, loss on the
+   observation only (the prompt is `mtr.toolprompt`, the same one the model actor serves with), and writes a
+   Hugging Face checkpoint to OUT/checkpoints/final. Serve it with `simulator.actor: model` and
+   `simulator.actor_model: OUT/checkpoints/final`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from controller.metrics import ControllerMetrics
+from controller.rundir import RunDirectory
+from controller.services import Services
+from controller.sft import SFTTrainer
+from controller.taskdata import load_side, with_tools
+from controller.toolharvest import PairsFile, harvest, read_pairs, tool_counts
+from mtr.config import RunConfig
+from mtr.datasets import DatasetError
+from mtr.modelprep import ModelPrepError, resolve_model_path
+from mtr.v1 import learner_service_pb2 as lpb
+
+log = logging.getLogger("mtr.toolmodel")
+
+PAIRS_FILE = "pairs.jsonl"
+
+
+class ToolModelError(RuntimeError):
+    pass
+
+
+def main(config: RunConfig, args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    try:
+        model_path = str(resolve_model_path(config.toolmodel.base_model))
+        train = [task for d in load_side(config, "train") for task in d.tasks]
+        held_out = [task for d in load_side(config, "eval") for task in d.tasks]
+        final = out / "checkpoints" / "final"
+        if final.exists() and not args.force:
+            raise ToolModelError(f"{final} exists already; pass --force to train again, or choose another --out")
+        pairs = PairsFile(out / PAIRS_FILE)
+    except (ModelPrepError, DatasetError, ToolModelError, ValueError, OSError) as error:
+        print(f"mtr simulator train: {error}", file=sys.stderr)
+        return 2
+    # Harvesting asks the grounded actor, whatever simulator.actor says the run trains against.
+    grounded = config.model_copy(
+        update={
+            "simulator": config.simulator.model_copy(
+                update={"actor": "grounded", "noise": type(config.simulator.noise)()}
+            )
+        }
+    )
+    run_dir = RunDirectory(out)
+    run_dir.write_config(config)
+    started = time.perf_counter()
+    try:
+        with Services(grounded, out / "logs").start() as services:
+            tasks = with_tools(train, services.simulator)
+            stats = harvest(
+                tasks, held_out, services.simulator, pairs, noisy=config.toolmodel.noisy_pairs, seed=config.seed
+            )
+            records = read_pairs(pairs.path)
+            run_dir.log("harvest", 0, pairs=len(records), **stats.as_dict())
+            log.info(
+                "harvest: %s; %d pairs in %s (%s)",
+                stats.as_dict(),
+                len(records),
+                pairs.path,
+                dict(tool_counts(records)),
+            )
+            if not records:
+                raise ToolModelError("the harvest produced no pairs (every observation showed a held-out page?)")
+            sequences = tokenize_pairs(records, model_path)
+            learner_config = config.learner.model_copy(update={"lr": config.toolmodel.lr})
+            _, learner = services.learner(model_path, config.toolmodel.steps, learner_config)
+            trainer = SFTTrainer(
+                learner=learner,
+                sequences=sequences,
+                steps=config.toolmodel.steps,
+                batch_size=config.toolmodel.batch_size,
+                seed=config.seed,
+                run_dir=run_dir,
+                metrics=ControllerMetrics(),
+                show_progress=True,
+            )
+            losses, _ = trainer.run()
+            learner.save_checkpoint(str(final), training_state=False)
+            summary = {
+                "pairs": len(records),
+                "steps": config.toolmodel.steps,
+                "first_loss": losses[0],
+                "last_loss": losses[-1],
+            }
+            (final / "toolmodel.json").write_text(json.dumps({**summary, "harvest": stats.as_dict()}, indent=2))
+    except Exception as error:
+        print(f"mtr simulator train failed: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"harvested pairs are kept in {pairs.path} (the next run appends only what is missing)", file=sys.stderr)
+        return 1
+    finally:
+        run_dir.close()
+    print(
+        f"\nToolActor model: {len(records)} pairs, loss {losses[0]:.4f} -> {losses[-1]:.4f} "
+        f"in {time.perf_counter() - started:.0f}s\ncheckpoint: {final}\n"
+        f"serve it: --set simulator.actor=model --set simulator.actor_model={final}"
+    )
+    return 0
+
+
+def tokenize_pairs(records: list[dict], model_path: str) -> list[lpb.TrainSequence]:
+    """Prompt through the model's chat template (no loss), observation + end of turn (loss)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    sequences = []
+    for record in records:
+        prompt, answer = record["messages"][:2], record["messages"][2]["content"]
+        text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        prompt_ids = tokenizer.encode(text, add_special_tokens=False)
+        answer_ids = tokenizer.encode(answer, add_special_tokens=False) + [tokenizer.eos_token_id]
+        sequences.append(
+            lpb.TrainSequence(
+                token_ids=prompt_ids + answer_ids, loss_mask=[0] * len(prompt_ids) + [1] * len(answer_ids)
+            )
+        )
+    return sequences
