@@ -191,10 +191,9 @@ def harvest(
     qualities: tuple[Quality, ...] = ("useful", "noisy") if noisy else ("useful",)
     todo = [c for c in calls if any(c.key(q) not in pairs.keys for q in qualities)]
     stats.already = len(calls) - len(todo)
-    rng = random.Random(seed)
     for done, batch in enumerate(_batches(todo, _BATCH)):
         # A noisy pair answers a call with what the same tool returned for another question's call.
-        donors = [_donor(call, calls, rng) for call in batch] if noisy else []
+        donors = [_donor(call, calls, seed) for call in batch] if noisy else []
         asked = batch + [d for d in donors if d is not None]
         results = simulator.call_many(
             [ToolCallRequest(c.task_id, c.name, canonical_json(c.arguments), c.documents) for c in asked]
@@ -221,8 +220,10 @@ def harvest(
     return stats
 
 
-def _donor(call: PlannedCall, calls: Sequence[PlannedCall], rng: random.Random) -> PlannedCall | None:
-    """A call of the same tool for another question (its documents are unrelated to `call`'s)."""
+def _donor(call: PlannedCall, calls: Sequence[PlannedCall], seed: int) -> PlannedCall | None:
+    """A call of the same tool for another question (its documents are unrelated to `call`'s), drawn from the
+    call's own seed: a resumed harvest picks the same donor as the run it continues."""
+    rng = random.Random(f"{seed}:{call.key('noisy')}")
     for _ in range(8):
         other = calls[rng.randrange(len(calls))]
         if other.name == call.name and other.task_id != call.task_id:

@@ -108,3 +108,18 @@ def test_cluster_address_from_flag_or_environment(monkeypatch):
     assert resolve_config(args).cluster.ray_address == "ray://head:10001"  # the flag wins
     monkeypatch.delenv("RAY_ADDRESS")
     assert resolve_config(build_parser().parse_args(["run"])).cluster.ray_address is None
+
+
+def test_a_model_tool_actor_needs_its_checkpoint_and_noise_needs_a_model_actor():
+    from mtr.config import ConfigError, load_config
+
+    config = load_config(overrides=["simulator.actor=model", "simulator.actor_model=runs/toolmodel/checkpoints/final"])
+    assert config.simulator.noise.share(0, 10) == 0.0
+    with pytest.raises(ConfigError, match="simulator.actor_model"):
+        load_config(overrides=["simulator.actor=model"])
+    with pytest.raises(ConfigError, match="needs simulator.actor 'model'"):
+        load_config(overrides=["simulator.noise.end=0.5"])
+    with pytest.raises(ConfigError, match="noise"):
+        load_config(overrides=["simulator.actor=model", "simulator.actor_model=x", "simulator.noise.end=1.5"])
+    noisy = load_config(overrides=["simulator.actor=model", "simulator.actor_model=x", "simulator.noise.end=0.5"])
+    assert [noisy.simulator.noise.share(s, 3) for s in range(3)] == [0.0, 0.25, 0.5]

@@ -336,3 +336,32 @@ def test_truncated_traces_are_kept_masked_or_penalized(tmp_path, truncated):
     trained = [trace.sample_index for trace, _ in batch.trainable]
     assert trained == ([0, 2] if truncated == "mask" else [0, 1, 2, 3])
     assert batch.truncated_masked == (2 if truncated == "mask" else 0)
+
+
+def test_the_noise_schedule_is_sent_to_the_farm_before_each_step_and_logged(tmp_path):
+    from controller.metrics import ControllerMetrics
+    from controller.rundir import RunDirectory
+    from controller.training import GRPOStepper, noise_setter
+
+    config = RunConfig.model_validate(
+        {
+            "grpo": {"steps": 5, "questions_per_step": 2, "curriculum": {"enabled": False}},
+            "rollout": {"group_size": 4},
+            "simulator": {"actor": "model", "actor_model": "some/ckpt", "noise": {"start": 0.2, "end": 0.6}},
+        }
+    )
+    shares = []
+
+    class Farm:
+        def set_noise(self, share):
+            shares.append(share)
+
+    assert noise_setter(RunConfig(), Farm()) is None  # the grounded actor has no noisy mode
+    stepper = GRPOStepper(
+        config, FakeLearner(), FakeRollout(), RunDirectory(tmp_path), ControllerMetrics(), 0, noise_setter(config, Farm())
+    )
+    records = []
+    tasks = [Task(id=f"mix-{i}", question=f"q mix {i}?", answers=("a",), hops=2) for i in range(4)]
+    GRPOLoop(stepper, tasks, on_step=lambda step, record, ids: records.append(record)).run()
+    assert shares == pytest.approx([0.2, 0.3, 0.4, 0.5, 0.6])
+    assert [r["noise_share"] for r in records] == pytest.approx(shares)
