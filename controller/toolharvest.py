@@ -33,6 +33,7 @@ from mtr.toolprompt import EXACT_TOOL_NAMES, Quality, actor_messages, canonical_
 log = logging.getLogger("mtr.toolmodel")
 
 _BATCH = 256  # calls per farm request
+HELDOUT_CALL_SHARE = 0.1  # calls never trained on, for measuring fidelity
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,18 @@ class PlannedCall:
     tool: dict  # the OpenAI function tool the call is made to
     arguments: dict
     documents: tuple[Document, ...] = ()
+    answers: tuple[str, ...] = ()  # what the call should surface (its hop's answer); fidelity checks for it
 
     @property
     def name(self) -> str:
         return self.tool["function"]["name"]
+
+    @property
+    def split(self) -> str:
+        """'heldout' for a stable share of calls (both qualities of a call on the same side), else 'train':
+        the fidelity benchmark asks the trained model calls it never saw, about facts it saw elsewhere."""
+        digest = hashlib.sha1(f"{self.name}\0{canonical_json(self.arguments)}".encode()).digest()
+        return "heldout" if digest[0] < round(256 * HELDOUT_CALL_SHARE) else "train"
 
     def key(self, quality: Quality) -> str:
         digest = hashlib.sha1()
@@ -96,23 +105,25 @@ def shown_titles(observation: object) -> set[str]:
 def plan_calls(task: Task) -> list[PlannedCall]:
     """The calls a good policy makes for `task`, on the tools it was given, without repeats."""
     tools = {tool["function"]["name"]: tool for tool in task.tools}
-    subjects = [hop.subject for hop in task.decomposition if hop.subject] or [doc.title for doc in task.documents]
-    queries = [task.question, *(hop.question for hop in task.decomposition), *subjects]
     planned: dict[tuple[str, str], PlannedCall] = {}
 
-    def add(name: str, arguments: dict) -> None:
+    def add(name: str, arguments: dict, answers: tuple[str, ...]) -> None:
         if name in tools and name not in EXACT_TOOL_NAMES:
-            planned.setdefault(
-                (name, canonical_json(arguments)), PlannedCall(task.id, tools[name], arguments, task.documents)
-            )
+            call = PlannedCall(task.id, tools[name], arguments, task.documents, answers)
+            planned.setdefault((name, canonical_json(arguments)), call)
 
-    for query in queries:
-        add("search", {"query": query})
-    for subject in subjects:
-        add("open_page", {"title": subject})
+    add("search", {"query": task.question}, task.answers)
+    steps = [(hop.question, hop.subject, (hop.answer,)) for hop in task.decomposition if hop.subject]
+    if not steps:  # a benchmark question without a decomposition: its own documents
+        steps = [("", doc.title, task.answers) for doc in task.documents]
+    for question, subject, answers in steps:
+        if question:
+            add("search", {"query": question}, answers)
+        add("search", {"query": subject}, answers)
+        add("open_page", {"title": subject}, answers)
         for name, tool in tools.items():
             if name not in ("search", "open_page") and (parameter := _single_string_parameter(tool)):
-                add(name, {parameter: subject})
+                add(name, {parameter: subject}, answers)
     return list(planned.values())
 
 
@@ -171,6 +182,8 @@ def pair_record(call: PlannedCall, quality: Quality, observation: dict) -> dict:
         "task_id": call.task_id,
         "tool": call.name,
         "quality": quality,
+        "split": call.split,
+        "answers": list(call.answers),
         "messages": messages,
     }
 

@@ -70,8 +70,10 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
             stats = harvest(
                 tasks, held_out, services.simulator, pairs, noisy=config.toolmodel.noisy_pairs, seed=config.seed
             )
-            records = read_pairs(pairs.path)
-            run_dir.log("harvest", 0, pairs=len(records), **stats.as_dict())
+            harvested = read_pairs(pairs.path)
+            # Calls of the held-out split are never trained on: bench.toolmodel_fidelity asks the model them.
+            records = [r for r in harvested if r.get("split", "train") == "train"]
+            run_dir.log("harvest", 0, pairs=len(harvested), train_pairs=len(records), **stats.as_dict())
             log.info(
                 "harvest: %s; %d pairs in %s (%s)",
                 stats.as_dict(),

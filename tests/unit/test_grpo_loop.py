@@ -358,7 +358,13 @@ def test_the_noise_schedule_is_sent_to_the_farm_before_each_step_and_logged(tmp_
 
     assert noise_setter(RunConfig(), Farm()) is None  # the grounded actor has no noisy mode
     stepper = GRPOStepper(
-        config, FakeLearner(), FakeRollout(), RunDirectory(tmp_path), ControllerMetrics(), 0, noise_setter(config, Farm())
+        config,
+        FakeLearner(),
+        FakeRollout(),
+        RunDirectory(tmp_path),
+        ControllerMetrics(),
+        0,
+        noise_setter(config, Farm()),
     )
     records = []
     tasks = [Task(id=f"mix-{i}", question=f"q mix {i}?", answers=("a",), hops=2) for i in range(4)]

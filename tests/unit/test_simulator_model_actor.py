@@ -79,7 +79,9 @@ def test_noise_is_stable_per_call_grows_with_the_share_and_keys_the_cache():
     with pytest.raises(ValueError, match="noise share"):
         actor.set_noise_share(1.5)
 
-    generator = ScriptedGenerator(lambda r: json.dumps({"results": [{"title": r.messages[0]["content"][-6:], "text": ""}]}))
+    generator = ScriptedGenerator(
+        lambda r: json.dumps({"results": [{"title": r.messages[0]["content"][-6:], "text": ""}]})
+    )
     actor = _actor(generator, share=0.0)
     handler = ToolCallHandler(actor, ToolMaker())
     useful = handler.call("search", '{"query": "q1"}')
@@ -93,9 +95,7 @@ def test_concurrent_calls_are_generated_in_one_batch():
     generator = ScriptedGenerator(delay_s=0.2)
     actor = _actor(generator)
     actor.run("search", {"query": "warm"}, CORPUS)  # the next calls queue while this batch would run
-    threads = [
-        threading.Thread(target=actor.run, args=("search", {"query": f"q{i}"}, CORPUS)) for i in range(8)
-    ]
+    threads = [threading.Thread(target=actor.run, args=("search", {"query": f"q{i}"}, CORPUS)) for i in range(8)]
     generator.delay_s = 0.3
     blocker = threading.Thread(target=actor.run, args=("search", {"query": "first"}, CORPUS))
     blocker.start()
