@@ -46,3 +46,22 @@ def test_only_held_out_useful_pairs_are_asked(tmp_path):
     rows = [_pair({}, [], "train"), _pair({}, [], "heldout", "noisy"), _pair({}, ["a"], "heldout")]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert [r["answers"] for r in heldout_calls(path)] == [["a"]]
+
+
+def test_the_simreal_table_pairs_the_gaps_that_matter():
+    from bench.simreal import markdown, table
+
+    real = {"a": 1.0, "b": 1.0, "c": 0.0, "d": 0.0}
+    em = {
+        ("sft", "real"): {"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0},
+        ("grounded", "real"): real,
+        ("simulated", "real"): {"a": 1.0, "b": 0.0, "c": 0.0, "d": 0.0},
+        ("simulated", "simulated"): {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.0},
+    }
+    result = table(em)
+    assert result["cells"]["grounded|real"]["em"] == 0.5
+    sim_to_real = result["gaps"]["sim_to_real: simulated-trained - grounded-trained, evaluated real"]
+    assert sim_to_real["gain"] == -0.25 and sim_to_real["n_paired"] == 4
+    assert result["gaps"]["simulated: evaluated simulated - real"]["gain"] == 0.5
+    shown = markdown({"table": result})
+    assert "| grounded | 0.500 [" in shown and "| base-actor | - | - |" in shown
