@@ -8,6 +8,7 @@ it is ready is reported with the tail of that log.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -92,6 +93,9 @@ class LocalSimulatorFarm:
             f"replica-{index}",
             "--metrics-port",
             "0",
+            # The replica stops when this process is gone, even if it was killed (SIGKILL) and could not say so.
+            "--exit-with-parent",
+            str(os.getpid()),
         ]
         with log.open("ab") as handle:
             process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

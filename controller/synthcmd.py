@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -28,15 +29,21 @@ log = logging.getLogger("mtr.synth")
 
 def main(config: RunConfig, args: argparse.Namespace) -> int:
     try:
+        check_output_is_not_input(Path(args.out), config.data.train)
         store = TraceStore(args.out)
         datasets = load_side(config, "train")
     except (TraceStoreError, DatasetError, OSError) as error:
         print(f"mtr synth: {error}", file=sys.stderr)
         return 2
+    if not any(d.tasks for d in datasets):
+        print(f"mtr synth: {no_questions(datasets)}", file=sys.stderr)
+        return 2
     teacher = make_teacher(config.synth, config.seed)
     skipped = {d.name: len(d.skipped) for d in datasets}
     start = time.perf_counter()
     status = 0
+    # SIGTERM (timeout, Kubernetes, Slurm) unwinds like an error: the farm is stopped and the report written.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         with Services(config, Path(args.out).parent / "logs").start(ray=False) as services:
             for dataset in datasets:
@@ -50,7 +57,38 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
     finally:
         report = store.write_report(skipped, time.perf_counter() - start, teacher.name)
     print_report(report)
+    if status == 0 and not any(stats["accepted"] for stats in report["datasets"].values()):
+        print(
+            "mtr synth: no trace was accepted (see the rejection reasons above); nothing to train on", file=sys.stderr
+        )
+        return 1
     return status
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def no_questions(datasets) -> str:
+    """Why a synth has nothing to do: each dataset's spec, its skipped rows and the first reason."""
+    parts = []
+    for d in datasets:
+        first = f"; first: {d.skipped[0]}" if d.skipped else ""
+        parts.append(f"{d.spec}: 0 questions, {len(d.skipped)} rows skipped{first}")
+    return "no usable question in the train datasets (" + "; ".join(parts) + ")"
+
+
+def check_output_is_not_input(out: Path, specs) -> None:
+    """`--out` (and the ledger and report beside it) must not be a dataset file this command reads."""
+    from mtr.datasets import parse_spec
+
+    stem = out.name.removesuffix(".jsonl")
+    written = {out, out.with_name(f"{stem}.ledger.jsonl"), out.with_name(f"{stem}.report.json")}
+    written = {path.resolve() for path in written}
+    for spec in specs:
+        path = parse_spec(spec).path
+        if path and parse_spec(spec).kind != "hf" and Path(path).resolve() in written:
+            raise TraceStoreError(f"--out {out} would overwrite the dataset {spec!r} it reads; choose another --out")
 
 
 def synthesize_dataset(dataset, store: TraceStore, teacher, simulator) -> None:

@@ -68,6 +68,14 @@ class TraceStore:
             self.entries.append(entry)
         accepted = sum(entry["status"] == "accepted" for entry in self.entries)
         traces = _complete_lines(self.path)
+        # A crash between a trace line and its ledger line leaves one trace more than the ledger; anything
+        # beyond that is not an interrupted `mtr synth` (another file, or a deleted ledger): never cut it.
+        if len(traces) > accepted + 1 or (traces and not self.ledger_path.exists() and len(traces) > 1):
+            raise TraceStoreError(
+                f"{self.path} holds {len(traces)} lines but its ledger {self.ledger_path} records {accepted} accepted "
+                "traces, so it is not a traces file this command was writing; nothing was changed. Choose another "
+                "--out (or move that file away to start over)"
+            )
         if len(traces) < accepted:
             raise TraceStoreError(
                 f"{self.path} holds {len(traces)} traces but {self.ledger_path} records {accepted} accepted; "
@@ -103,10 +111,19 @@ class TraceStore:
         return dict(per_dataset)
 
     def write_report(self, skipped_rows: dict[str, int], seconds: float, teacher: str) -> dict:
+        """`seconds`: this run; `seconds_total`: every run that wrote this file (a resumed synth adds up)."""
+        earlier = 0.0
+        if self.report_path.exists():
+            try:
+                previous = json.loads(self.report_path.read_text(encoding="utf-8"))
+                earlier = float(previous.get("seconds_total", previous.get("seconds", 0.0)))
+            except (ValueError, TypeError, AttributeError):
+                earlier = 0.0
         report = {
             "traces": str(self.path),
             "teacher": teacher,
             "seconds": round(seconds, 2),
+            "seconds_total": round(earlier + seconds, 2),
             "datasets": {name: stats.as_dict() for name, stats in self.acceptance().items()},
             "skipped_rows": skipped_rows,
         }

@@ -18,7 +18,8 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and NaN are never a meaningful setting: an infinite reward weight turns every reward into NaN.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _custom_resources(resources: dict[str, float]) -> dict[str, float]:
@@ -476,7 +477,13 @@ class ToolModelConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    name: str = Field("mtr", description="Run name; the run directory is <runs_dir>/<name>-<timestamp>.")
+    name: str = Field(
+        "mtr",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=100,
+        description="Run name; the run directory is <runs_dir>/<name>-<timestamp>. Letters, digits, '_', '.', '-' "
+        "(no path separators: it names a directory inside runs_dir).",
+    )
     runs_dir: str = Field("runs", description="Parent of run directories.")
     seed: int = 0
     model: ModelConfig = ModelConfig()
@@ -572,6 +579,8 @@ def load_config(
     origin = "defaults"
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a directory; --config takes a YAML file")
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
@@ -585,6 +594,8 @@ def load_config(
     for text in overrides or []:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)
+    if overrides:
+        origin = f"{origin} + --set" if origin != "defaults" else "--set"
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:

@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import re
+
 import pytest
 
 from mtr.cli import build_parser, resolve_config
@@ -123,3 +125,23 @@ def test_a_model_tool_actor_needs_its_checkpoint_and_noise_needs_a_model_actor()
         load_config(overrides=["simulator.actor=model", "simulator.actor_model=x", "simulator.noise.end=1.5"])
     noisy = load_config(overrides=["simulator.actor=model", "simulator.actor_model=x", "simulator.noise.end=0.5"])
     assert [noisy.simulator.noise.share(s, 3) for s in range(3)] == [0.0, 0.25, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("reward.w_answer=.inf", "reward.w_answer: Input should be a finite number"),
+        ("learner.weight_decay=.nan", "learner.weight_decay: Input should be a finite number"),
+        ("grpo.lr=-.inf", "grpo.lr: Input should be a finite number"),
+        ("name=../../etc", "name: String should match pattern"),
+    ],
+)
+def test_numbers_are_finite_and_the_run_name_is_a_name(override, words):
+    with pytest.raises(ConfigError, match=re.escape(words)) as caught:
+        load_config(overrides=[override])
+    assert "(--set)" in str(caught.value)  # the override, not the defaults, was wrong
+
+
+def test_a_directory_given_as_config_is_called_a_directory(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory; --config takes a YAML file"):
+        load_config(tmp_path)

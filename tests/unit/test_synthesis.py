@@ -90,6 +90,39 @@ def test_store_refuses_a_traces_file_shorter_than_its_ledger(tmp_path):
         TraceStore(tmp_path / "t.jsonl")
 
 
+@pytest.mark.parametrize("ledger", [False, True])
+def test_store_never_cuts_a_file_it_was_not_writing(tmp_path, ledger):
+    """An existing JSONL without its ledger (or with a deleted one): refused, and not a byte changed."""
+    if ledger:
+        store = TraceStore(tmp_path / "t.jsonl")
+        store.accept("world", TASK, _trace(), "oracle")
+        (tmp_path / "t.jsonl").write_text("".join(json.dumps({"row": i}) + "\n" for i in range(5)))
+    else:
+        (tmp_path / "t.jsonl").write_text("".join(json.dumps({"row": i}) + "\n" for i in range(5)))
+    before = (tmp_path / "t.jsonl").read_bytes()
+    with pytest.raises(TraceStoreError, match="holds 5 lines but its ledger .* not a traces file.*nothing was changed"):
+        TraceStore(tmp_path / "t.jsonl")
+    assert (tmp_path / "t.jsonl").read_bytes() == before
+
+
+def test_synth_refuses_to_write_over_the_dataset_it_reads(tmp_path):
+    from controller.synthcmd import check_output_is_not_input
+
+    data = tmp_path / "hotpot.jsonl"
+    with pytest.raises(TraceStoreError, match="would overwrite the dataset 'hotpotqa:.*hotpot.jsonl'"):
+        check_output_is_not_input(data, ["synthetic", f"hotpotqa:{data}"])
+    with pytest.raises(TraceStoreError, match="would overwrite"):  # the ledger beside --out counts too
+        check_output_is_not_input(tmp_path / "t.jsonl", [f"musique:{tmp_path / 't.ledger.jsonl'}"])
+    check_output_is_not_input(tmp_path / "traces.jsonl", ["synthetic", f"hotpotqa:{data}"])
+
+
+def test_the_report_counts_the_seconds_of_every_resumed_run(tmp_path):
+    store = TraceStore(tmp_path / "t.jsonl")
+    store.write_report({}, 10.0, "oracle")
+    report = TraceStore(tmp_path / "t.jsonl").write_report({}, 2.5, "oracle")
+    assert (report["seconds"], report["seconds_total"]) == (2.5, 12.5)
+
+
 def test_store_names_a_corrupt_ledger_line(tmp_path):
     (tmp_path / "t.ledger.jsonl").write_text('{"key": "a", "status": "accepted", "dataset": "w"}\nnot json\n')
     with pytest.raises(TraceStoreError, match="line 2"):
