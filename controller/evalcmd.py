@@ -62,6 +62,9 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
     try:
         models = parse_models(args.models or [config.model.path])
         datasets = load_side(config, "eval")
+        if not any(d.tasks for d in datasets):
+            skipped = "; ".join(f"{d.spec}: {len(d.skipped)} rows skipped" for d in datasets)
+            raise DatasetError(f"no eval dataset has a usable question ({skipped}); nothing to evaluate")
         out = output_dir(config, args.out)
         (out / "config.yaml").write_text(provenance_header(config) + dump_config(config), encoding="utf-8")
     except (CheckpointError, ModelPrepError, DatasetError, OSError) as error:

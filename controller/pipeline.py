@@ -50,7 +50,11 @@ class RunOutcome:
 
 
 class Pipeline:
-    def __init__(self, config: RunConfig, model_path: str) -> None:
+    def __init__(
+        self, config: RunConfig, model_path: str, datasets: tuple[list[Dataset], list[Dataset]] | None = None
+    ) -> None:
+        """`datasets`: the (train, eval) datasets when the caller loaded them already (to check them first)."""
+        self._datasets = datasets
         self.config = config
         self.model_path = model_path
         self.run_dir = RunDirectory.create(config)
@@ -78,7 +82,7 @@ class Pipeline:
     # -- stages -----------------------------------------------------------------------------------------------
     def tasks(self) -> tuple[list[Task], list[Dataset]]:
         """All training questions (every train dataset) and the held-out datasets, each with its tools."""
-        train_sets, eval_sets = load_side(self.config, "train"), load_side(self.config, "eval")
+        train_sets, eval_sets = self._datasets or (load_side(self.config, "train"), load_side(self.config, "eval"))
         for side, datasets in (("train", train_sets), ("eval", eval_sets)):
             for d in datasets:
                 self.outcome.skipped_rows[f"{side}:{d.name}"] = len(d.skipped)

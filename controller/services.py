@@ -58,7 +58,7 @@ class Services:
             if simulator:
                 timeout_s = self.config.simulator.call_timeout_s
                 self.simulator = SimulatorClient(self.simulator_addresses, timeout_s=timeout_s)
-                self.simulator.wait_ready(60)
+                self.simulator.wait_ready(timeout_s)  # replicas we started are ready; others get call_timeout_s
         except BaseException:
             self.close()
             raise
@@ -71,6 +71,7 @@ class Services:
             return
         cluster = self.config.cluster
         if cluster.ray_address:
+            check_reachable(cluster.ray_address, cluster.connect_timeout_s)
             ray.init(address=cluster.ray_address, namespace="mtr")
         else:
             start_local_ray(num_cpus=cluster.num_cpus, namespace="mtr")
@@ -197,3 +198,27 @@ class Services:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ClusterUnreachableError(RuntimeError):
+    pass
+
+
+def check_reachable(ray_address: str, timeout_s: float) -> None:
+    """Fail within `timeout_s`, naming the address as given, when the cluster's head does not accept a TCP
+    connection (`ray.init` would retry for minutes, deaf to SIGTERM). 'auto' is left to Ray to find."""
+    import socket
+
+    if ray_address == "auto":
+        return
+    target = ray_address.removeprefix("ray://")
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterUnreachableError(f"cluster.ray_address {ray_address!r} is not auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ClusterUnreachableError(
+            f"Ray cluster at {ray_address} (cluster.ray_address, or $RAY_ADDRESS) is unreachable within "
+            f"{timeout_s:g}s: {error}"
+        ) from None

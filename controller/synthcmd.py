@@ -28,6 +28,7 @@ log = logging.getLogger("mtr.synth")
 
 
 def main(config: RunConfig, args: argparse.Namespace) -> int:
+    config = ray_free(config)
     try:
         check_output_is_not_input(Path(args.out), config.data.train)
         store = TraceStore(args.out)
@@ -76,6 +77,13 @@ def no_questions(datasets) -> str:
         first = f"; first: {d.skipped[0]}" if d.skipped else ""
         parts.append(f"{d.spec}: 0 questions, {len(d.skipped)} rows skipped{first}")
     return "no usable question in the train datasets (" + "; ".join(parts) + ")"
+
+
+def ray_free(config: RunConfig) -> RunConfig:
+    """Synthesis needs no Ray: a Ray address in the environment must not move an `auto` farm onto a cluster."""
+    if config.simulator.placement != "auto" or config.simulator.addresses:
+        return config
+    return config.model_copy(update={"simulator": config.simulator.model_copy(update={"placement": "local"})})
 
 
 def check_output_is_not_input(out: Path, specs) -> None:

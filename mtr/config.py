@@ -454,6 +454,12 @@ class ClusterConfig(_Strict):
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray instance (None: all).")
     metrics_port: int = Field(0, ge=0, le=65535, description="Controller Prometheus port (0 picks a free one).")
+    connect_timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        description="How long joining a Ray cluster (ray_address) may take to reach its head before the command "
+        "stops with an error naming the address; Ray itself would retry for minutes.",
+    )
 
     @model_validator(mode="after")
     def _local_sizing_only(self) -> ClusterConfig:

@@ -36,3 +36,21 @@ def test_sft_traces_are_written_for_the_first_questions_of_each_dataset():
     train += [Task(f"h{i}", "q?", ("a",), source="hotpotqa") for i in range(3)]
     assert [t.id for t in sft_questions(train, 2)] == ["s0", "s1", "h0", "h1"]
     assert sft_questions(train, None) == train
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("data.train=['hotpotqa:/nonexistent/hotpot.jsonl']", "/nonexistent/hotpot.jsonl"),
+        ("data.eval=['musique:{bad}']", "data.eval has no usable question (musique:"),
+    ],
+)
+def test_mtr_run_checks_its_data_before_anything_starts(tmp_path, capsys, override, words):
+    from controller.main import run
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "nothing": 1}\n')
+    config = load_config(overrides=[f"runs_dir={tmp_path / 'runs'}", override.format(bad=bad)])
+    assert run(config) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # no run directory, no services: nothing started
