@@ -12,7 +12,9 @@ Hub datasets (`hf:`) are read by `mtr.hubdatasets`, imported only when such a sp
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -23,6 +25,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from mtr.task import Document, Hop, Task
+
+log = logging.getLogger(__name__)
 
 FILE_KINDS = ("hotpotqa", "musique", "2wiki", "bamboogle")
 KINDS = (*FILE_KINDS, "synthetic", "hf")
@@ -125,6 +129,7 @@ def _load_file(kind: str, path: Path, on_error: OnError, limit: int | None) -> L
         rows, (convert, validator) = _json_rows(path), _FORMATS[kind]
     tasks: list[Task] = []
     skipped: list[RowError] = []
+    seen = _SeenIds()
     with closing(rows):  # a `limit` leaves the reader mid-file; close it now, not at garbage collection
         for position, unit, row in rows:
             if limit is not None and len(tasks) >= limit:
@@ -134,7 +139,7 @@ def _load_file(kind: str, path: Path, on_error: OnError, limit: int | None) -> L
                     raise row
                 if validator is not None:
                     _check_shape(validator, row)
-                tasks.append(convert(row, position))
+                tasks.append(seen.unique(convert(row, position), f"{unit} {position}"))
             except ValueError as problem:  # row problems, and Task's own checks
                 error = RowError(str(path), position, str(problem), unit)
                 if on_error == "fail":
@@ -143,28 +148,69 @@ def _load_file(kind: str, path: Path, on_error: OnError, limit: int | None) -> L
     return LoadResult(tasks=tasks, skipped=skipped, source=kind)
 
 
+class _SeenIds:
+    """Ids are keys everywhere downstream (ledgers, caches, paired evaluation): each must name one question.
+
+    A row repeating an earlier row's id and question is a duplicate (skipped, naming the first); a different
+    question reusing an id keeps its row under the id suffixed with its position, so it is neither lost nor
+    mistaken for the first."""
+
+    def __init__(self) -> None:
+        self._first: dict[str, tuple[Task, str]] = {}
+
+    def unique(self, task: Task, where: str) -> Task:
+        earlier = self._first.get(task.id)
+        if earlier is None:
+            self._first[task.id] = (task, where)
+            return task
+        first, first_where = earlier
+        if (first.question, first.answers) == (task.question, task.answers):
+            raise RowProblem(f"duplicate of {first_where} (same id {task.id!r} and question)")
+        renamed = dataclasses.replace(task, id=f"{task.id}@{where.replace(' ', '')}")
+        log.warning(
+            "id %r of %s is already used by %s for another question; kept as %r",
+            task.id,
+            where,
+            first_where,
+            renamed.id,
+        )
+        self._first[renamed.id] = (renamed, where)
+        return renamed
+
+
 # ------------------------------------------------------------------------------------------------ readers
 
 Row = tuple[int, str, Any]  # (position, "line" | "element", parsed row or the parse error)
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def _open_text(path: Path):
     try:
-        return path.open(encoding="utf-8", newline="")
+        return path.open(encoding="utf-8-sig", newline="")  # a UTF-8 byte-order mark is not part of row 1
+    except OSError as error:
+        raise DatasetError(f"cannot open dataset file {path}: {error.strerror or error}") from error
+
+
+def _open_bytes(path: Path):
+    try:
+        return path.open("rb")
     except OSError as error:
         raise DatasetError(f"cannot open dataset file {path}: {error.strerror or error}") from error
 
 
 def _json_rows(path: Path) -> Iterator[Row]:
-    """A JSON array (`.json`) or JSON Lines (anything else whose first character is not '[')."""
-    with _open_text(path) as handle:
-        head = handle.read(1)
-        while head and head.isspace():
-            head = handle.read(1)
-        if not head:
+    """A JSON array (`.json`) or JSON Lines (anything else whose first character is not '[').
+
+    Read as bytes and decoded row by row, so a row that is not UTF-8 is that row's problem, not the file's.
+    """
+    with _open_bytes(path) as handle:
+        head = handle.read(4096).removeprefix(_BOM).lstrip()
+        if not head and not handle.read(1):
             raise DatasetError(f"dataset file {path} is empty")
         handle.seek(0)
-        if head == "[" or path.suffix.lower() == ".json":
+        if head[:1] == b"[" or path.suffix.lower() == ".json":
             yield from _json_array_rows(path, handle)
         else:
             yield from _jsonl_rows(path, handle)
@@ -172,26 +218,43 @@ def _json_rows(path: Path) -> Iterator[Row]:
 
 def _json_array_rows(path: Path, handle) -> Iterator[Row]:
     try:
-        data = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        data = json.loads(handle.read().removeprefix(_BOM).decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"dataset file {path} is not UTF-8 text (byte {error.start})") from None
+    except json.JSONDecodeError as error:
         raise DatasetError(f"dataset file {path} is not valid JSON: {error}") from error
+    except RecursionError:
+        raise DatasetError(f"dataset file {path} is nested too deeply to be a dataset") from None
     if not isinstance(data, list):
         raise DatasetError(f"dataset file {path} must hold a JSON array of rows, found {type(data).__name__}")
     for index, row in enumerate(data):
         yield index, "element", row
 
 
+def _parse_line(raw: bytes) -> Any:
+    """One JSON Lines row, or the RowProblem that says why it is not one."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return RowProblem(f"not UTF-8 text (byte {error.start} of the line)")
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        return RowProblem(f"invalid JSON: {error.msg} at column {error.colno}")
+    except RecursionError:
+        return RowProblem("JSON nested too deeply")
+
+
 def _jsonl_rows(path: Path, handle) -> Iterator[Row]:
     """Lazily, so `limit` stops early; a file none of whose lines parse is not JSON Lines at all."""
     parsed_any = False
     failures: list[Row] = []
-    for number, line in enumerate(handle, start=1):
-        if not line.strip():
+    for number, raw in enumerate(handle, start=1):
+        if number == 1:
+            raw = raw.removeprefix(_BOM)
+        if not raw.strip():
             continue
-        try:
-            row: Any = json.loads(line)
-        except json.JSONDecodeError as error:
-            row = RowProblem(f"invalid JSON: {error.msg} at column {error.colno}")
+        row = _parse_line(raw)
         if isinstance(row, Exception) and not parsed_any:
             failures.append((number, "line", row))  # held back until one line parses
             continue
@@ -200,20 +263,30 @@ def _jsonl_rows(path: Path, handle) -> Iterator[Row]:
             yield from failures
         yield number, "line", row
     if not parsed_any:
-        raise DatasetError(f"dataset file {path} is neither a JSON array nor JSON Lines (no line parses as JSON)")
+        first = f"; line {failures[0][0]}: {failures[0][2]}" if failures else ""
+        raise DatasetError(
+            f"dataset file {path} is neither a JSON array nor JSON Lines (no line parses as JSON{first})"
+        )
 
 
 def _csv_rows(path: Path) -> Iterator[Row]:
     """The original Bamboogle release: a two-column CSV with a `Question,Answer` header."""
     with _open_text(path) as handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or [h.strip().lower() for h in header[:2]] != ["question", "answer"]:
-            raise DatasetError(f"dataset file {path} must start with a 'Question,Answer' header, found {header!r}")
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            yield reader.line_num, "line", row
+        try:
+            header = next(reader, None)
+            if header is None or [h.strip().lower() for h in header[:2]] != ["question", "answer"]:
+                raise DatasetError(f"dataset file {path} must start with a 'Question,Answer' header, found {header!r}")
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue
+                yield reader.line_num, "line", row
+        except UnicodeDecodeError as error:
+            raise DatasetError(
+                f"dataset file {path} is not UTF-8 text (after line {reader.line_num}, byte {error.start} of a read)"
+            ) from None
+        except csv.Error as error:
+            raise DatasetError(f"dataset file {path}: line {reader.line_num}: not CSV ({error})") from None
 
 
 def _check_shape(validator: Draft202012Validator, row: Any) -> None:
