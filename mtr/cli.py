@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:2] == ["simulator", "train"]:
         args = build_simulator_train_parser().parse_args(argv[2:])
     elif argv[:1] == ["simulator"]:
-        return importlib.import_module("simulator.main").main(argv[1:])
+        return importlib.import_module("simulator.main").main(argv[1:], prog="mtr simulator")
     else:
         args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

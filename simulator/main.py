@@ -25,9 +25,9 @@ from simulator.security import resolve_token
 log = logging.getLogger("simulator")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m simulator") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m simulator",
+        prog=prog,
         description="MTR simulator (ToolMaker + ToolActor). To train a ToolActor model for `--actor model`, run "
         "`mtr simulator train --help` (it needs the learner, which this package does not start).",
     )
@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, prog: str = "python -m simulator") -> int:
+    """`prog`: how the help names the command (`mtr simulator` when the mtr CLI runs it)."""
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     _check(parser, args)
     label = args.name or ("simulator-farm" if args.replicas > 1 else "simulator")
@@ -200,7 +201,11 @@ async def _serve(args: argparse.Namespace) -> int:
         raise
     metrics_address = None
     if args.metrics_port is not None:
-        metrics_address = f"{host}:{metrics.serve(args.metrics_port, args.host)}"
+        try:
+            metrics_address = f"{host}:{metrics.serve(args.metrics_port, args.host)}"
+        except OSError:
+            await server.stop(0)  # stopped on its own loop: no "Event loop is closed" traceback after the message
+            raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -69,7 +69,15 @@ class SimulatorMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def observe_refused(self, method: str, status: str = "unauthenticated", calls: int = 1) -> None:
+        """Calls the replica refused or dropped before answering them (a bad token, a malformed or oversized
+        request, a client that cancelled): counted under tool "(refused)" so the error-rate alert sees them."""
+        self.calls.labels(tool="(refused)", status=status).inc(calls)
+
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Expose /metrics over HTTP on a background thread; port 0 picks a free port. Returns the bound port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as error:
+            raise OSError(f"cannot serve metrics on {host}:{port}: {error.strerror or error}") from None
         return server.server_port

@@ -44,22 +44,39 @@ def server_credentials(cert_file: Path, key_file: Path) -> grpc.ServerCredential
         except OSError as exc:
             raise ValueError(f"cannot read the TLS {what} {path}: {exc}") from exc
     certificate, key = pems
+    _check_pem_pair(Path(cert_file), Path(key_file))
     return grpc.ssl_server_credentials([(key, certificate)])
+
+
+def _check_pem_pair(cert_file: Path, key_file: Path) -> None:
+    """gRPC only says it cannot bind the port when the PEMs are bad; check them here and say what is wrong."""
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"TLS certificate {cert_file} and key {key_file} are not a usable PEM pair ({exc.reason or exc})"
+        ) from None
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
     """Refuses every call without `authorization: Bearer <token>`, except the open (health) methods."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, on_refused=None) -> None:
+        """`on_refused(method)` is told of every refused call (the replica counts them in its metrics)."""
         if not token:
             raise ValueError("the simulator's auth token must not be empty")
         self._expected = f"Bearer {token}".encode()
         self._refuse = grpc.unary_unary_rpc_method_handler(_unauthenticated)
+        self._on_refused = on_refused
 
     async def intercept_service(self, continuation, handler_call_details: grpc.HandlerCallDetails):
         method = handler_call_details.method
         if method.startswith(OPEN_METHOD_PREFIXES) or self._authorized(handler_call_details.invocation_metadata):
             return await continuation(handler_call_details)
+        if self._on_refused is not None:
+            self._on_refused(method)
         return self._refuse
 
     def _authorized(self, metadata) -> bool:

@@ -68,10 +68,15 @@ class SimulatorServicer(pb_grpc.SimulatorServiceServicer):
 
     async def CallTool(self, request: pb.CallToolRequest, context: grpc.aio.ServicerContext) -> pb.CallToolResponse:
         if not request.tool_name:
+            self.handler.metrics.observe_refused("CallTool", "invalid_request")
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"CallTool: the request for task {request.task_id!r} has no tool_name"
             )
-        outcome = await self._run(self.handler.call, *_arguments(request))
+        try:
+            outcome = await self._run(self.handler.call, *_arguments(request))
+        except asyncio.CancelledError:  # the client gave up (deadline, cancel): counted, so the error rate sees it
+            self.handler.metrics.observe_refused("CallTool", "cancelled")
+            raise
         return pb.CallToolResponse(
             observation_json=outcome.observation_json,
             status=_WIRE_STATUS[outcome.status],
@@ -83,6 +88,7 @@ class SimulatorServicer(pb_grpc.SimulatorServiceServicer):
     async def CallTools(self, request: pb.CallToolsRequest, context: grpc.aio.ServicerContext) -> pb.CallToolsResponse:
         calls = request.calls
         if len(calls) > self.max_batch_calls:
+            self.handler.metrics.observe_refused("CallTools", "invalid_request", len(calls))
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"CallTools: {len(calls)} calls in one request, the limit is {self.max_batch_calls}; split the batch",
@@ -91,9 +97,13 @@ class SimulatorServicer(pb_grpc.SimulatorServiceServicer):
             outcomes = self.handler.call_batch([_arguments(c) for c in calls])
         else:  # each call on a worker thread of its own: a slow one holds up its thread, not the batch's others
             loop = asyncio.get_running_loop()
-            outcomes = await asyncio.gather(
-                *(loop.run_in_executor(self.executor, self.handler.call, *_arguments(c)) for c in calls)
-            )
+            try:
+                outcomes = await asyncio.gather(
+                    *(loop.run_in_executor(self.executor, self.handler.call, *_arguments(c)) for c in calls)
+                )
+            except asyncio.CancelledError:
+                self.handler.metrics.observe_refused("CallTools", "cancelled", len(calls))
+                raise
         response = pb.CallToolsResponse()
         add, replica = response.results.add, self.replica
         for outcome in outcomes:
@@ -211,7 +221,8 @@ async def create_server(
         raise ValueError(f"actor_threads must be >= 0, got {actor_threads}")
     if max_batch_calls < 1:
         raise ValueError(f"max_batch_calls must be >= 1, got {max_batch_calls}")
-    interceptors = [BearerTokenInterceptor(auth_token)] if auth_token else []
+    metrics = metrics if metrics is not None else SimulatorMetrics()
+    interceptors = [BearerTokenInterceptor(auth_token, metrics.observe_refused)] if auth_token else []
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
