@@ -145,6 +145,14 @@ def _load_file(kind: str, path: Path, on_error: OnError, limit: int | None) -> L
                 if on_error == "fail":
                     raise DatasetError(f"{kind} {error}") from problem
                 skipped.append(error)
+    if not tasks and limit != 0:
+        # Nothing usable is never a quiet success: a file of another format, or an empty one.
+        if skipped:
+            raise DatasetError(
+                f"{kind} dataset {path}: none of its {len(skipped)} rows is a {kind} row (first: {skipped[0]}); "
+                f"is it another format? (kinds: {', '.join(FILE_KINDS)})"
+            )
+        raise DatasetError(f"{kind} dataset {path} holds no rows")
     return LoadResult(tasks=tasks, skipped=skipped, source=kind)
 
 

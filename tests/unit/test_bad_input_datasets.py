@@ -75,3 +75,17 @@ def test_a_repeated_id_is_a_duplicate_or_a_distinct_question_never_a_lost_one(tm
     assert [t.id for t in result.tasks] == ["h0", "h1", "h0@line4"]
     assert result.tasks[2].question == "a different question?"
     assert len(result.skipped) == 1 and "line 3: duplicate of line 1" in str(result.skipped[0])
+
+
+@pytest.mark.parametrize(
+    ("kind", "content", "words"),
+    [
+        ("musique", "".join(json.dumps(_row(i)) + "\n" for i in range(3)), "none of its 3 rows is a musique row"),
+        ("hotpotqa", "[]", "holds no rows"),
+    ],
+)
+def test_a_file_with_no_usable_row_is_an_error_not_a_quiet_zero(tmp_path, kind, content, words):
+    path = tmp_path / "data.json"
+    path.write_text(content)
+    with pytest.raises(DatasetError, match=words):
+        load_tasks(f"{kind}:{path}", on_error="skip")

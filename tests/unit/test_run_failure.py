@@ -42,7 +42,7 @@ def test_sft_traces_are_written_for_the_first_questions_of_each_dataset():
     ("override", "words"),
     [
         ("data.train=['hotpotqa:/nonexistent/hotpot.jsonl']", "/nonexistent/hotpot.jsonl"),
-        ("data.eval=['musique:{bad}']", "data.eval has no usable question (musique:"),
+        ("data.eval=['musique:{bad}']", "none of its 1 rows is a musique row"),
     ],
 )
 def test_mtr_run_checks_its_data_before_anything_starts(tmp_path, capsys, override, words):
