@@ -85,7 +85,7 @@ def test_a_repeated_id_is_a_duplicate_or_a_distinct_question_never_a_lost_one(tm
     ],
 )
 def test_a_file_with_no_usable_row_is_an_error_not_a_quiet_zero(tmp_path, kind, content, words):
-    path = tmp_path / "data.json"
+    path = tmp_path / "data.jsonl"
     path.write_text(content)
     with pytest.raises(DatasetError, match=words):
         load_tasks(f"{kind}:{path}", on_error="skip")
