@@ -29,6 +29,7 @@ from controller.toolharvest import PairsFile, harvest, read_pairs, tool_counts
 from mtr.config import RunConfig
 from mtr.datasets import DatasetError
 from mtr.modelprep import ModelPrepError, resolve_model_path
+from mtr.toolprompt import prompt_text
 from mtr.v1 import learner_service_pb2 as lpb
 
 log = logging.getLogger("mtr.toolmodel")
@@ -120,15 +121,14 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
 
 
 def tokenize_pairs(records: list[dict], model_path: str) -> list[lpb.TrainSequence]:
-    """Prompt through the model's chat template (no loss), observation + end of turn (loss)."""
+    """Prompt as `mtr.toolprompt.prompt_text` writes it (no loss), observation + end of sequence (loss)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     sequences = []
     for record in records:
         prompt, answer = record["messages"][:2], record["messages"][2]["content"]
-        text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-        prompt_ids = tokenizer.encode(text, add_special_tokens=False)
+        prompt_ids = tokenizer.encode(prompt_text(prompt), add_special_tokens=False)
         answer_ids = tokenizer.encode(answer, add_special_tokens=False) + [tokenizer.eos_token_id]
         sequences.append(
             lpb.TrainSequence(

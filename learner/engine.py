@@ -39,6 +39,7 @@ from learner.losses import (
     step_normalizer,
     token_logprobs,
 )
+from mtr.chattemplate import apply_to as apply_chat_template
 from mtr.config import LearnerConfig
 from mtr.hardware import concrete_dtype
 from mtr.modelprep import resolve_model_path
@@ -671,7 +672,9 @@ class PolicyLearner:
             if self._engine.module.config.tie_word_embeddings:
                 state.pop("lm_head.weight", None)  # re-tied on load; saving it would store the embedding twice
             self._engine.module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
-            AutoTokenizer.from_pretrained(self.model_path).save_pretrained(tmp)
+            tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+            apply_chat_template(tokenizer)  # served with `vllm serve`, it renders the trace grammar (mtr.chattemplate)
+            tokenizer.save_pretrained(tmp)
             if target.exists():
                 shutil.rmtree(target)
             os.rename(tmp, target)

@@ -37,6 +37,13 @@ def actor_messages(tool: dict, arguments: dict, quality: Quality = "useful") -> 
     return [{"role": "system", "content": system}, {"role": "user", "content": canonical_json(arguments)}]
 
 
+def prompt_text(messages: list[dict]) -> str:
+    """The messages in ChatML, ending in the assistant header: the exact text the model is trained and served
+    on, whatever chat template its checkpoint carries (an MTR checkpoint's renders the policy's grammar)."""
+    turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return turns + "<|im_start|>assistant\n"
+
+
 def observation_text(observation: dict) -> str:
     """How an observation is written as the model's answer (what it is trained on and generates)."""
     return canonical_json(observation)

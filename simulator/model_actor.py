@@ -29,7 +29,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
-from mtr.toolprompt import Quality, actor_messages, canonical_json
+from mtr.toolprompt import Quality, actor_messages, canonical_json, prompt_text
 from mtr.toolschema import instance_errors
 from simulator.grounded import BackendError, DocumentSet, GroundedActor
 from simulator.library import COMPUTED_OPERATIONS, ToolResolver
@@ -80,7 +80,8 @@ class VLLMObservationGenerator:
             )
             for request in requests
         ]
-        outputs = self.llm.chat([list(r.messages) for r in requests], params, use_tqdm=False)
+        prompts = [prompt_text(list(r.messages)) for r in requests]  # as trained, not the checkpoint's template
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [output.outputs[0].text for output in outputs]
 
 
