@@ -19,7 +19,8 @@ from mtr.grammar import DEFAULT_SYSTEM_PROMPT, IM_END, IM_START
 _TEMPLATE = (
     "{%- set system = default_system -%}"
     "{%- if messages and messages[0]['role'] == 'system' -%}{%- set system = messages[0]['content'] -%}{%- endif -%}"
-    "{{- im_start + 'system\\n' + system + '\\n<tools>\\n' + ((tools or []) | tojson) + '\\n</tools>' + im_end + '\\n' -}}"
+    "{{- im_start + 'system\\n' + system + '\\n<tools>\\n' -}}"
+    "{{- ((tools or []) | tojson) + '\\n</tools>' + im_end + '\\n' -}}"
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'user' -%}"
     "{{- im_start + 'user\\n' + message['content'] + im_end + '\\n' + im_start + 'assistant\\n' -}}"
