@@ -5,6 +5,7 @@ mtr synth [--data SPEC ...] [--out FILE] [--teacher oracle|llm] [...]   Stage 0:
 mtr sft --traces FILE [--out DIR] [--resume] [...]                       Stage 1: SFT on traces
 mtr grpo --model CKPT [--out DIR] [--resume] [...]                       Stage 2: GRPO
 mtr eval [--model [LABEL=]PATH ...] [--out DIR] [--resume] [...]          EM/F1 through the rollout path
+mtr serve CHECKPOINT [--port 8000]                                       OpenAI-compatible server, tool calls
 mtr model prepare [--force]
 mtr simulator serve [--replicas N] [...]     (see `mtr simulator serve --help`)
 mtr simulator train [--data SPEC ...] [--out DIR] [...]                   A ToolActor model from grounded pairs
@@ -156,6 +157,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_args(run)
     _add_stage_commands(commands)
+    serve = commands.add_parser(
+        "serve",
+        help="Serve a checkpoint with vLLM's OpenAI-compatible server, tools and tool calls in the trace grammar.",
+        description="Runs `vllm serve CHECKPOINT --enable-auto-tool-choice --tool-call-parser hermes` with the MTR "
+        "chat template, so OpenAI clients send `tools` and get structured `tool_calls` back.",
+    )
+    _add_config_args(serve)
+    serve.add_argument("checkpoint", help="A checkpoint directory (e.g. runs/grpo/checkpoints/final) or 'default'.")
+    serve.add_argument("--host", default="127.0.0.1", help="Bind address (default: %(default)s).")
+    serve.add_argument("--port", type=int, default=8000, help="Port (default: %(default)s).")
+    serve.add_argument("--served-model-name", default="mtr", help="Model name clients ask for (default: %(default)s).")
     model = commands.add_parser("model", help="Manage the embedded default model.")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     prepare = model_commands.add_parser(
@@ -228,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command in ("synth", "sft", "grpo", "eval"):
             return importlib.import_module(f"controller.{args.command}cmd").main(config, args)
+        if args.command == "serve":
+            return importlib.import_module("controller.servecmd").main(config, args)
         if args.command == "simulator-train":
             return importlib.import_module("controller.toolmodelcmd").main(config, args)
         return importlib.import_module("controller.main").run(config)
