@@ -2,10 +2,11 @@
 
     mtr serve runs/grpo/checkpoints/final --port 8000
 
-Runs vLLM's OpenAI server (what `vllm serve CHECKPOINT --enable-auto-tool-choice --tool-call-parser hermes`
-runs) with the MTR chat template (`mtr.chattemplate`: the trace grammar, so requests with `tools`, assistant `tool_calls` and `tool` messages
-render exactly as in training; checkpoints written by the learner carry it, older ones get it passed), the
-run's precision, and on CPU the KV cache size of `rollout.kv_cache_gib`. SIGTERM and SIGINT stop the server.
+Runs vLLM's OpenAI server (what `vllm serve CHECKPOINT --enable-auto-tool-choice --tool-call-parser
+hermes` runs) with the MTR chat template (`mtr.chattemplate`: the trace grammar, so requests with `tools`,
+assistant `tool_calls` and `tool` messages render exactly as in training; checkpoints written by the learner
+carry it, older ones get it passed), the run's precision, and on CPU the KV cache size of
+`rollout.kv_cache_gib`. SIGTERM and SIGINT stop the server.
 """
 
 from __future__ import annotations
