@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mtr.config import RunConfig
-from mtr.datasets import RowError, load_tasks, parse_spec
+from mtr.datasets import DatasetError, RowError, load_tasks, parse_spec
 from mtr.simclient import SimulatorClient
 from mtr.task import Task
 from mtr.world import embedded_tasks
@@ -66,7 +66,10 @@ def held_out(task_id: str, fraction: float) -> bool:
 
 def _synthetic(config: RunConfig, side: Side) -> list[Task]:
     world = config.world
-    train, held = embedded_tasks(world.seed, world.n_train, world.n_eval)
+    try:
+        train, held = embedded_tasks(world.seed, world.n_train, world.n_eval)
+    except ValueError as error:  # a config the world cannot satisfy: say which settings, no traceback
+        raise DatasetError(f"synthetic (world.seed={world.seed}, world.n_train, world.n_eval): {error}") from None
     tasks = train if side == "train" else held[: config.eval.questions]
     if config.data.limit is not None:
         tasks = tasks[: config.data.limit]

@@ -54,3 +54,11 @@ def test_mtr_run_checks_its_data_before_anything_starts(tmp_path, capsys, overri
     assert run(config) == 2
     assert words in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # no run directory, no services: nothing started
+
+
+def test_a_world_too_small_for_the_config_is_named_not_a_traceback(tmp_path, capsys):
+    from controller.main import run
+
+    config = load_config(overrides=[f"runs_dir={tmp_path}", "world.n_train=40000"])
+    assert run(config) == 2
+    assert "world.n_train, world.n_eval): embedded world cannot provide n_train=40000" in capsys.readouterr().err
