@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 
 from mtr.config import RunConfig
 
 log = logging.getLogger("mtr.run")
+
+
+def main(config: RunConfig, args: argparse.Namespace | None = None) -> int:
+    """`mtr run` (the `mtr.commands` entry point)."""
+    return run(config)
 
 
 def run(config: RunConfig) -> int:

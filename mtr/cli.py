@@ -15,7 +15,6 @@ mtr config show [--quick] [--config FILE] [--set ...]
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -202,6 +201,23 @@ def build_simulator_train_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class CommandNotInstalled(RuntimeError):
+    pass
+
+
+def command(name: str):
+    """The handler of subcommand `name`, from the `mtr.commands` entry points (see pyproject.toml): the command
+    packages register themselves, so this core module never imports them."""
+    from importlib.metadata import entry_points
+
+    found = entry_points(group="mtr.commands", name=name)
+    if not found:
+        raise CommandNotInstalled(
+            f"mtr: command {name!r} is not registered; install the package (make install, or pip install -e .)"
+        )
+    return next(iter(found)).load()
+
+
 def resolve_config(args: argparse.Namespace) -> RunConfig:
     base = {}
     if args.quick:
@@ -224,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:2] == ["simulator", "train"]:
         args = build_simulator_train_parser().parse_args(argv[2:])
     elif argv[:1] == ["simulator"]:
-        return importlib.import_module("simulator.main").main(argv[1:], prog="mtr simulator")
+        return command("simulator")(argv[1:], prog="mtr simulator")
     else:
         args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -238,14 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             print(dump_config(config), end="")
             return 0
-        if args.command in ("synth", "sft", "grpo", "eval"):
-            return importlib.import_module(f"controller.{args.command}cmd").main(config, args)
-        if args.command == "serve":
-            return importlib.import_module("controller.servecmd").main(config, args)
-        if args.command == "simulator-train":
-            return importlib.import_module("controller.toolmodelcmd").main(config, args)
-        return importlib.import_module("controller.main").run(config)
-    except ConfigError as error:
+        return command(args.command)(config, args)
+    except (ConfigError, CommandNotInstalled) as error:
         print(f"mtr: {error}", file=sys.stderr)
         return 2
 

@@ -20,7 +20,7 @@ from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mtr.datasets import (
+from mtr.rowformats import (
     DatasetError,
     LoadResult,
     OnError,

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from simulator.main import write_json_atomically
+from simulator.files import write_json_atomically
 from simulator.security import TOKEN_ENV, resolve_token
 
 log = logging.getLogger("simulator.farm")

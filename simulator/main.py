@@ -13,12 +13,12 @@ them all. SIGTERM or SIGINT stops everything gracefully (exit 0). `mtr simulator
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
+from simulator.files import write_json_atomically
 from simulator.security import is_loopback as _is_loopback
 from simulator.security import resolve_token
 
@@ -322,11 +322,3 @@ def _write_ready_file(path: Path, address: str, metrics_address: str | None = No
     if metrics_address:
         document["metrics_address"] = metrics_address
     write_json_atomically(path, document)
-
-
-def write_json_atomically(path: Path, document: dict) -> None:
-    """Write then rename, so a watcher never reads a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(document))
-    os.replace(tmp, path)
