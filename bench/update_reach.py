@@ -50,14 +50,14 @@ def _batch(learner, vocab: int, seed: int = 1):
     """4 random sequences (first half prompt) with on-policy old log-probs and advantages +1, -1, +1, -1."""
     import torch
 
-    from learner.engine import TrainSequence, _collate
+    from learner.batches import TrainSequence, collate
 
     g = torch.Generator().manual_seed(seed)
     rows = [
         TrainSequence(torch.randint(0, vocab, (LENGTH,), generator=g).tolist(), [0] * PROMPT + [1] * (LENGTH - PROMPT))
         for _ in range(SEQUENCES)
     ]
-    batch = _collate(rows, "cpu")
+    batch = collate(rows, "cpu")
     with torch.no_grad():
         module = learner._engine.module
         logprobs = learner._token_logprobs(module, module, batch)

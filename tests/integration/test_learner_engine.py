@@ -11,16 +11,9 @@ import grpc
 import pytest
 import torch
 
-from learner.engine import (
-    LearnerError,
-    PolicyLearner,
-    TrainSequence,
-    final_hidden_feeds_head,
-    plan_micro_batches,
-    shared_prefix_length,
-    validate_sequences,
-    warmup_cosine_lr,
-)
+from learner.batches import TrainSequence, collate, plan_micro_batches, shared_prefix_length, validate_sequences
+from learner.engine import LearnerError, PolicyLearner, warmup_cosine_lr
+from learner.forward import final_hidden_feeds_head
 from mtr.config import LearnerConfig
 from mtr.grpcutil import BackgroundServer
 from mtr.v1 import learner_service_pb2 as pb
@@ -473,11 +466,9 @@ def _on_policy(learner: PolicyLearner, rows: list[TrainSequence], advantages: li
 
 
 def _policy_logprobs(learner: PolicyLearner, rows: list[TrainSequence]) -> list[list[float]]:
-    from learner.engine import _collate
-
     module = learner._engine.module
     with torch.no_grad():
-        return [learner._token_logprobs(module, module, _collate([r], "cpu"))[0].float().tolist() for r in rows]
+        return [learner._token_logprobs(module, module, collate([r], "cpu"))[0].float().tolist() for r in rows]
 
 
 def _served(learner: PolicyLearner) -> dict[str, bytes]:

@@ -1,0 +1,65 @@
+"""How a learner hands its weights to the rollout engines: publish a version, or broadcast over a weight group.
+
+`Publishing` is a part of `PolicyLearner` (a mixin over its weights, ranks and config): through the Ray
+object store (`publish`, any node) or a torch.distributed group the engines joined (`send_weights`). Each
+publish counts how many served (rounded) weights changed since the last one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from mtr.placement import bind_address
+
+if TYPE_CHECKING:
+    from mtr.broadcast import PublishInfo, WeightBroadcast, WeightGroupInfo
+
+
+class Publishing:
+    """Weight publishing for `PolicyLearner` (see the module docstring)."""
+
+    def publish(self, version: int, broadcast: str) -> PublishInfo:
+        """Publish the current weights under `version` through the named broadcast ("ray" or "local").
+
+        The broadcast is made once per kind and kept: the Ray variant's published objects are owned by
+        this process, so they live as long as it does. The returned info counts the values of the published
+        (served-dtype) weights that differ from the previous publish, or from the weights before this
+        learner's first step since it was built or restored: what the rollout workers' copy will change by.
+        """
+        served = self._served.track(self.named_weights())
+        info = self._broadcast(broadcast).publish(version, served, dtype=self.config.precision)
+        return dataclasses.replace(info, changed=self._served.changed, values=self._served.values)
+
+    def _remember_served_weights(self) -> None:
+        """Before the first update since build/restore: keep the weights the rollout holds, to diff publishes
+        against. Every rank joins the gather under ZeRO-3; rank 0 (the one that publishes) keeps the copy."""
+        if self._served.has_baseline:
+            return
+        weights = self.named_weights()
+        if self._rank == 0:
+            self._served.remember(weights)
+        elif self.config.zero_stage == 3:
+            for _ in weights:
+                pass
+
+    def open_weight_group(self, receivers: int, host: str) -> WeightGroupInfo:
+        """Open the collective weight group as its rank 0 on `host` (NODE_IP: this node's IP). The rollout
+        workers join it at the address returned; the group forms in the background as they do."""
+        return self._broadcast("collective").open(receivers, bind_address(host))
+
+    def send_weights(self, version: int) -> PublishInfo:
+        """Broadcast the version the last collective publish staged to every rollout worker of the group."""
+        return self._broadcast("collective").send(version)
+
+    def _broadcast(self, kind: str) -> WeightBroadcast:
+        from mtr.broadcast import create_broadcast
+
+        if kind not in self._broadcasts:
+            self._broadcasts[kind] = create_broadcast(
+                kind,
+                bucket_bytes=self.config.weight_bucket_mb << 20,
+                timeout_s=self.config.weight_sync_timeout_s,
+                device=str(self._device),
+            )
+        return self._broadcasts[kind]
