@@ -25,6 +25,7 @@ from mtr.chattemplate import apply_to as apply_chat_template
 STATE_FILE = "mtr_state.json"  # written last: its presence marks a complete state
 STATE_FORMAT = 1
 DEEPSPEED_TAG = "deepspeed"  # DeepSpeed's module + optimizer checkpoint lives in <dir>/deepspeed/
+ADAPTER_DIR = "adapter"  # in a Hugging Face checkpoint of a LoRA learner: the adapter alone (peft format)
 REFERENCE_FILE = "reference.safetensors"  # the frozen KL reference, in training precision (when there is one)
 
 
@@ -104,10 +105,12 @@ class Checkpointing:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         tmp.chmod(0o755)  # mkdtemp makes it private; rollout workers may run as another user
         try:
-            state = dict(self.named_weights())
-            if self._engine.module.config.tie_word_embeddings:
+            state = dict(self.named_weights())  # under LoRA: merged, so any HF loader reads a plain model
+            if self._hf.config.tie_word_embeddings:
                 state.pop("lm_head.weight", None)  # re-tied on load; saving it would store the embedding twice
-            self._engine.module.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+            self._hf.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+            if self.config.lora.enabled:  # and the adapter alone, for peft users and adapter-only serving
+                self._engine.module.save_pretrained(tmp / ADAPTER_DIR, state_dict=self.adapter_weights())
             tokenizer = AutoTokenizer.from_pretrained(self.model_path)
             apply_chat_template(tokenizer)  # served with `vllm serve`, it renders the trace grammar (mtr.chattemplate)
             tokenizer.save_pretrained(tmp)
@@ -137,7 +140,13 @@ class Checkpointing:
             target.mkdir(parents=True, exist_ok=True)
             meta.unlink(missing_ok=True)  # until the new state is complete, the directory is not a valid one
         self._barrier()
-        self._engine.save_checkpoint(str(target), tag=DEEPSPEED_TAG, client_state={"mtr_version": self._version})
+        # Under LoRA only the adapters are saved (the frozen base is the model the learner was built on).
+        self._engine.save_checkpoint(
+            str(target),
+            tag=DEEPSPEED_TAG,
+            client_state={"mtr_version": self._version},
+            exclude_frozen_parameters=self.config.lora.enabled,
+        )
         torch.save(capture_rng(), target / rng_file(self._rank))
         if self._rank == 0:
             self._save_reference(target / REFERENCE_FILE)
@@ -179,7 +188,11 @@ class Checkpointing:
         reference = self._load_reference(target, record.get("reference"))  # first: a bad file changes nothing
         try:
             loaded, _ = self._engine.load_checkpoint(
-                str(target), tag=DEEPSPEED_TAG, load_optimizer_states=True, load_lr_scheduler_states=False
+                str(target),
+                tag=DEEPSPEED_TAG,
+                load_optimizer_states=True,
+                load_lr_scheduler_states=False,
+                load_module_strict=not self.config.lora.enabled,  # a LoRA state holds the adapters only
             )
             rng = torch.load(rng_path, weights_only=False)  # our own file: holds Python/NumPy state tuples
         except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as exc:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from learner import lora
 from learner.batches import (
     MicroBatch,
     TrainSequence,
@@ -45,7 +46,7 @@ from learner.publishing import Publishing
 from mtr.config import LearnerConfig
 from mtr.hardware import concrete_dtype
 from mtr.modelprep import resolve_model_path
-from mtr.weights import ServedWeightsDiff, weights_checksum
+from mtr.weights import ServedWeightsDiff
 
 if TYPE_CHECKING:
     from mtr.broadcast import PublishInfo, WeightBroadcast, WeightGroupInfo
@@ -160,9 +161,11 @@ class PolicyLearner(Checkpointing, Publishing):
         self._world_size = torch.distributed.get_world_size()
         torch.manual_seed(config.seed)
         self._engine, self._optimizer = self._build_engine()
-        self.vocab_size = int(self._engine.module.config.vocab_size)
+        # The Hugging Face model itself (inside peft's wrapper under LoRA, its layers carrying the adapters).
+        self._hf = lora.inner_model(self._engine.module)
+        self.vocab_size = int(self._hf.config.vocab_size)
         # Whether log-probs can skip the vocabulary projection off the loss mask (see `_token_logprobs`).
-        self._masked_head = final_hidden_feeds_head(self._engine.module, self._device)
+        self._masked_head = final_hidden_feeds_head(self._hf, self._device)
 
     def _build_engine(self):
         import deepspeed
@@ -170,9 +173,14 @@ class PolicyLearner(Checkpointing, Publishing):
 
         model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
         model.config.use_cache = False
+        if self.config.lora.enabled:
+            model = lora.wrap(model, self.config.lora)  # base weights frozen: the optimizer holds adapters only
         model.train()
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=self._lr_for(0), weight_decay=self.config.weight_decay, betas=(0.9, 0.999)
+            [p for p in model.parameters() if p.requires_grad],
+            lr=self._lr_for(0),
+            weight_decay=self.config.weight_decay,
+            betas=(0.9, 0.999),
         )
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=self._deepspeed_config())
         return engine, optimizer
@@ -266,14 +274,15 @@ class PolicyLearner(Checkpointing, Publishing):
         validate_kl_coef(kl_coef)
         if normalizer is None:
             normalizer = step_normalizer([s.loss_mask for s in sequences], loss_agg_mode)
-        if kl_coef > 0 and self._reference is None:
+        if kl_coef > 0 and self._reference is None and not self.config.lora.enabled:
             self._check_usable()
-            self._reference = self._snapshot_reference()
+            self._reference = self._snapshot_reference()  # under LoRA the reference is the adapters switched off
         if reset_optimizer:
             self.reset_optimizer()
 
         def loss_fn(logprobs: torch.Tensor, batch: MicroBatch, normalizer: float):
-            ref = self._reference_logprobs(batch)
+            # An existing snapshot is measured against even at kl_coef 0; the adapters-off forward only when used.
+            ref = self._reference_logprobs(batch) if kl_coef > 0 or not self.config.lora.enabled else None
             return grpo_loss(
                 logprobs,
                 batch.old_logprobs,
@@ -310,7 +319,7 @@ class PolicyLearner(Checkpointing, Publishing):
         from transformers import AutoModelForCausalLM
 
         dtype = torch.bfloat16 if self.config.precision == "bfloat16" else torch.float32
-        module = AutoModelForCausalLM.from_config(self._engine.module.config, dtype=dtype)
+        module = AutoModelForCausalLM.from_config(self._hf.config, dtype=dtype)
         module.config.use_cache = False
         module.requires_grad_(False)
         return module.eval().to(self._device)
@@ -323,7 +332,11 @@ class PolicyLearner(Checkpointing, Publishing):
         return reference
 
     def _reference_logprobs(self, batch: MicroBatch) -> torch.Tensor | None:
-        """The reference's token log-probs [B,T] for this micro-batch, or None without a reference."""
+        """The reference's token log-probs [B,T] for this micro-batch, or None without a reference. Under LoRA
+        the reference is the policy with its adapters disabled: the base weights, with no second copy."""
+        if self.config.lora.enabled:
+            with torch.no_grad(), self._engine.module.disable_adapter():
+                return self._token_logprobs(self._hf, self._hf, batch)
         if self._reference is None:
             return None
         with torch.no_grad():
@@ -428,7 +441,7 @@ class PolicyLearner(Checkpointing, Publishing):
         if dummy:
             rows = [TrainSequence(token_ids=[0, 0], loss_mask=[0, 1])]
         batch = collate(rows, self._device, share_prefix=self.config.share_prompt_prefix and self._masked_head)
-        logprobs = self._token_logprobs(self._engine, self._engine.module, batch)  # [B,T]
+        logprobs = self._token_logprobs(self._engine, self._hf, batch)  # [B,T]
         if dummy:
             return logprobs.sum() * 0.0, None
         return loss_fn(logprobs, batch, normalizer)
@@ -465,27 +478,3 @@ class PolicyLearner(Checkpointing, Publishing):
         if reported is None:
             raise LearnerError(f"DeepSpeed reported no gradient norm at ZeRO stage {self.config.zero_stage}")
         return float(reported)
-
-    def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """(Hugging Face name, CPU tensor) for every weight, `lm_head.weight` included when tied.
-
-        vLLM loads the tied `lm_head.weight` too (and it wins), so it must travel. Tensors are views of
-        the live parameters on CPU: copy them if you keep them across a step.
-        """
-        module = self._engine.module
-        if self.config.zero_stage == 3:
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters(list(module.parameters())):
-                gathered = {name: t.detach().to("cpu", copy=True) for name, t in module.state_dict().items()}
-            yield from gathered.items()
-            return
-        state = module.state_dict()
-        if module.config.tie_word_embeddings and "lm_head.weight" not in state:
-            state["lm_head.weight"] = module.get_input_embeddings().weight
-        for name, tensor in state.items():
-            yield name, tensor.detach().cpu()
-
-    def checksum(self, dtype: str = "bfloat16") -> str:
-        """Checksum of the weights in the broadcast dtype; equals the rollout side's when weights match."""
-        return weights_checksum(self.named_weights(), dtype=dtype)

@@ -8,9 +8,14 @@ publish counts how many served (rounded) weights changed since the last one.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import torch
+
+from learner import lora
 from mtr.placement import bind_address
+from mtr.weights import weights_checksum
 
 if TYPE_CHECKING:
     from mtr.broadcast import PublishInfo, WeightBroadcast, WeightGroupInfo
@@ -18,6 +23,40 @@ if TYPE_CHECKING:
 
 class Publishing:
     """Weight publishing for `PolicyLearner` (see the module docstring)."""
+
+    def named_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(Hugging Face name, CPU tensor) for every weight, `lm_head.weight` included when tied.
+
+        vLLM loads the tied `lm_head.weight` too (and it wins), so it must travel. Tensors are views of
+        the live parameters on CPU: copy them if you keep them across a step.
+        """
+        module = self._engine.module
+        if self.config.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(module.parameters())):
+                state = {name: t.detach().to("cpu", copy=True) for name, t in module.state_dict().items()}
+        else:
+            state = module.state_dict()
+        if self.config.lora.enabled:  # adapters folded into their base weights, under the base names
+            state = lora.merged_weights(state, lora.scaling_of(self.config.lora))
+        if self._hf.config.tie_word_embeddings and "lm_head.weight" not in state:
+            state["lm_head.weight"] = state.get("model.embed_tokens.weight", self._hf.get_input_embeddings().weight)
+        for name, tensor in state.items():
+            yield name, tensor.detach().cpu()
+
+    def adapter_weights(self) -> dict[str, torch.Tensor]:
+        """The LoRA adapter tensors alone (peft names, CPU copies); empty without LoRA."""
+        if not self.config.lora.enabled:
+            return {}
+        return {
+            name: t.detach().to("cpu", copy=True)
+            for name, t in lora.adapter_weights(self._engine.module.state_dict()).items()
+        }
+
+    def checksum(self, dtype: str = "bfloat16") -> str:
+        """Checksum of the weights in the broadcast dtype; equals the rollout side's when weights match."""
+        return weights_checksum(self.named_weights(), dtype=dtype)
 
     def publish(self, version: int, broadcast: str) -> PublishInfo:
         """Publish the current weights under `version` through the named broadcast ("ray" or "local").

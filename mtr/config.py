@@ -196,6 +196,20 @@ class RolloutConfig(_Strict):
     gpu_memory_utilization: float = Field(0.5, gt=0.0, le=0.95, description="Used on CUDA machines only.")
 
 
+class LoRAConfig(_Strict):
+    """Low-rank adapters (peft), as OpenRLHF/verl/TRL offer: only the adapters train, checkpoint and resume."""
+
+    enabled: bool = Field(False, description="Train LoRA adapters instead of all weights (SFT and GRPO).")
+    rank: int = Field(16, ge=1, le=1024, description="Adapter rank r.")
+    alpha: float = Field(32.0, gt=0.0, description="Scaling numerator: the update is (alpha / rank) * B @ A.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
+        description="Linear layers that get adapters (Llama/Qwen names; peft matches by suffix).",
+    )
+
+
 class LearnerConfig(_Strict):
     lr: float = Field(2e-4, gt=0.0, le=1.0, description="Peak learning rate.")
     weight_decay: float = Field(0.0, ge=0.0)
@@ -248,6 +262,12 @@ class LearnerConfig(_Strict):
         "to the nodes that offer them.",
     )
     seed: int = 0
+    lora: LoRAConfig = Field(
+        default_factory=LoRAConfig,
+        description="LoRA adapters instead of full fine-tuning. The KL reference is the model with its adapters "
+        "disabled (no second copy of the weights); checkpoints hold the merged weights (what vLLM and "
+        "transformers load) and the adapter alone (adapter/).",
+    )
 
 
 class SFTConfig(_Strict):
