@@ -21,7 +21,7 @@ from controller.grpocurve import GRPOCurve
 from controller.metrics import ControllerMetrics
 from controller.metricstargets import MetricsTargets
 from controller.rundir import RunDirectory
-from controller.services import Services
+from controller.services import Services, adapter_sync
 from controller.taskdata import Dataset, load_side, with_tools
 from controller.training import GRPOStepper, noise_setter
 from mtr.config import RunConfig
@@ -29,6 +29,8 @@ from mtr.datasets import DatasetError
 from mtr.modelprep import ModelPrepError, resolve_model_path
 
 log = logging.getLogger("mtr.grpo")
+
+ADAPTER_DIR = "adapter"  # where a LoRA learner's checkpoint keeps its adapter (learner.checkpointing)
 
 STATE_FILE = "grpo_state.json"
 
@@ -91,14 +93,16 @@ class GRPORun:
             for d in eval_sets:
                 d.tasks = with_tools(d.tasks, services.simulator)
             _, learner = services.learner(self.model_path, max(1, grpo.steps))
-            version, rollout_weights = 0, self.model_path
+            version, rollout_weights, adapter = 0, self.model_path, None
             if checkpoint is not None:
                 version = learner.restore_checkpoint(str(checkpoint))
                 rollout_weights = str(checkpoint)
+                if adapter_sync(self.config):  # engines hold the base and take the adapter the checkpoint saved
+                    rollout_weights, adapter = self.model_path, str(checkpoint / ADAPTER_DIR)
                 log.info("resumed from %s: %d steps done, learner at version %d", checkpoint, state["step"], version)
             else:
                 version = learner.status().version
-            _, pool = services.rollout_pool(rollout_weights, initial_version=version)
+            _, pool = services.rollout_pool(rollout_weights, initial_version=version, initial_adapter=adapter)
             self.learner, self.pool, self.eval_sets = learner, pool, [d for d in eval_sets if d.tasks]
             stepper = GRPOStepper(
                 self.config,

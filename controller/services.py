@@ -94,7 +94,7 @@ class Services:
         shutdown(actor)
 
     def rollout(
-        self, model_path: str, initial_version: int = 0, worker: str = "rollout-0"
+        self, model_path: str, initial_version: int = 0, worker: str = "rollout-0", initial_adapter: str | None = None
     ) -> tuple[object, RolloutClient]:
         """A rollout worker (vLLM engine + RolloutService) on `model_path`, wired to the simulator farm."""
         rollout = self.config.rollout
@@ -109,6 +109,8 @@ class Services:
                 "simulator_timeout_s": self.config.simulator.call_timeout_s,
                 "initial_version": initial_version,
                 "worker": worker,
+                "lora": adapter_sync(self.config),
+                "initial_adapter": initial_adapter,
             },
             num_cpus=rollout.num_cpus_per_worker,
             num_gpus=rollout.num_gpus_per_worker,
@@ -118,12 +120,16 @@ class Services:
         actor, address = self.launch(spec)
         return actor, RolloutClient(address)
 
-    def rollout_pool(self, model_path: str, initial_version: int = 0) -> tuple[list, RolloutPool]:
-        """`rollout.workers` rollout workers on `model_path` behind one RolloutPool."""
+    def rollout_pool(
+        self, model_path: str, initial_version: int = 0, initial_adapter: str | None = None
+    ) -> tuple[list, RolloutPool]:
+        """`rollout.workers` rollout workers on `model_path` (plus `initial_adapter`) behind one RolloutPool."""
         workers = self.config.rollout.workers
         with ThreadPoolExecutor(max_workers=workers) as threads:  # engines start (and compile) concurrently
             started = list(
-                threads.map(lambda i: self.rollout(model_path, initial_version, f"rollout-{i}"), range(workers))
+                threads.map(
+                    lambda i: self.rollout(model_path, initial_version, f"rollout-{i}", initial_adapter), range(workers)
+                )
             )
         return [actor for actor, _ in started], RolloutPool([client for _, client in started])
 
@@ -222,3 +228,9 @@ def check_reachable(ray_address: str, timeout_s: float) -> None:
             f"Ray cluster at {ray_address} (cluster.ray_address, or $RAY_ADDRESS) is unreachable within "
             f"{timeout_s:g}s: {error}"
         ) from None
+
+
+def adapter_sync(config: RunConfig) -> dict | None:
+    """The LoRA settings a rollout engine needs to take adapter-only syncs, or None when full weights travel."""
+    lora = config.learner.lora
+    return lora.model_dump() if lora.enabled and lora.sync == "adapter" else None

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import torch
 
 from mtr.config import LoRAConfig
+from mtr.weights import is_adapter_key
 
 ADAPTER = "default"  # peft's name for the one adapter we train
 _PEFT_PREFIX = "base_model.model."
@@ -39,10 +40,6 @@ def inner_model(module: torch.nn.Module) -> torch.nn.Module:
     """The Hugging Face model inside a peft model (its linear layers carry the adapters), else `module`."""
     get_base = getattr(module, "get_base_model", None)
     return get_base() if callable(get_base) else module
-
-
-def is_adapter_key(name: str) -> bool:
-    return ".lora_A." in name or ".lora_B." in name or ".lora_embedding_" in name
 
 
 def merged_weights(state: Mapping[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:

@@ -49,14 +49,30 @@ class Publishing:
         """The LoRA adapter tensors alone (peft names, CPU copies); empty without LoRA."""
         if not self.config.lora.enabled:
             return {}
-        return {
-            name: t.detach().to("cpu", copy=True)
-            for name, t in lora.adapter_weights(self._engine.module.state_dict()).items()
-        }
+        module = self._engine.module
+        if self.config.zero_stage == 3:  # gather the adapters' partitions (every rank takes part)
+            import deepspeed
+
+            adapters = [p for n, p in module.named_parameters() if lora.is_adapter_key(n)]
+            with deepspeed.zero.GatheredParameters(adapters):
+                return {
+                    n: t.detach().to("cpu", copy=True) for n, t in lora.adapter_weights(module.state_dict()).items()
+                }
+        return {n: t.detach().to("cpu", copy=True) for n, t in lora.adapter_weights(module.state_dict()).items()}
+
+    @property
+    def syncs_adapter(self) -> bool:
+        """Whether the rollout engines receive the LoRA adapter alone (learner.lora.sync 'adapter')."""
+        return self.config.lora.enabled and self.config.lora.sync == "adapter"
+
+    def synced_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """What a publish sends: the adapter alone, or every (merged) weight."""
+        return iter(self.adapter_weights().items()) if self.syncs_adapter else self.named_weights()
 
     def checksum(self, dtype: str = "bfloat16") -> str:
-        """Checksum of the weights in the broadcast dtype; equals the rollout side's when weights match."""
-        return weights_checksum(self.named_weights(), dtype=dtype)
+        """Checksum of what the rollout engines hold after a sync, in the broadcast dtype; equals theirs when
+        they hold the learner's version (the adapter alone under adapter sync)."""
+        return weights_checksum(self.synced_weights(), dtype=dtype)
 
     def publish(self, version: int, broadcast: str) -> PublishInfo:
         """Publish the current weights under `version` through the named broadcast ("ray" or "local").
@@ -66,7 +82,7 @@ class Publishing:
         (served-dtype) weights that differ from the previous publish, or from the weights before this
         learner's first step since it was built or restored: what the rollout workers' copy will change by.
         """
-        served = self._served.track(self.named_weights())
+        served = self._served.track(self.synced_weights())
         info = self._broadcast(broadcast).publish(version, served, dtype=self.config.precision)
         return dataclasses.replace(info, changed=self._served.changed, values=self._served.values)
 
@@ -75,7 +91,7 @@ class Publishing:
         against. Every rank joins the gather under ZeRO-3; rank 0 (the one that publishes) keeps the copy."""
         if self._served.has_baseline:
             return
-        weights = self.named_weights()
+        weights = self.synced_weights()
         if self._rank == 0:
             self._served.remember(weights)
         elif self.config.zero_stage == 3:

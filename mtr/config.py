@@ -208,6 +208,11 @@ class LoRAConfig(_Strict):
         min_length=1,
         description="Linear layers that get adapters (Llama/Qwen names; peft matches by suffix).",
     )
+    sync: Literal["adapter", "merged"] = Field(
+        "adapter",
+        description="What reaches the rollout engines after a step: 'adapter' (the adapter alone, loaded into "
+        "vLLM's LoRA slot in place: kilobytes, not the model) or 'merged' (full merged weights, as without LoRA).",
+    )
 
 
 class LearnerConfig(_Strict):
@@ -268,6 +273,15 @@ class LearnerConfig(_Strict):
         "disabled (no second copy of the weights); checkpoints hold the merged weights (what vLLM and "
         "transformers load) and the adapter alone (adapter/).",
     )
+
+    @model_validator(mode="after")
+    def _adapter_sync_needs_the_object_store(self) -> LearnerConfig:
+        if self.lora.enabled and self.lora.sync == "adapter" and self.weight_sync == "collective":
+            raise ValueError(
+                "lora.sync 'adapter' travels through the object store; set weight_sync=object_store, or "
+                "lora.sync=merged to broadcast merged weights over the collective group"
+            )
+        return self
 
 
 class SFTConfig(_Strict):

@@ -243,3 +243,8 @@ class ServedWeightsDiff:
             self.values += served.numel()
             self._last[name] = served
             yield name, served
+
+
+def is_adapter_key(name: str) -> bool:
+    """Whether a weight name is a LoRA adapter tensor (peft's names): what an adapter-only sync carries."""
+    return ".lora_A." in name or ".lora_B." in name or ".lora_embedding_" in name

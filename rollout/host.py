@@ -7,7 +7,7 @@ Prometheus metrics on a port of their own (`metrics_address`, which the controll
 from __future__ import annotations
 
 from mtr.broadcast import create_broadcast
-from mtr.config import RolloutConfig
+from mtr.config import LoRAConfig, RolloutConfig
 from mtr.grpcutil import BackgroundServer
 from mtr.hardware import concrete_dtype
 from mtr.simclient import SimulatorClient
@@ -46,13 +46,18 @@ def start(
     initial_version: int = 0,
     worker: str = "rollout-0",
     metrics_port: int = 0,
+    lora: dict | None = None,
+    initial_adapter: str | None = None,
 ) -> RolloutHost:
     """`initial_version`: the policy version of the weights at `model_path` (a resumed run's checkpoint).
 
     `worker` names this worker in its metrics; they are served on `host`:`metrics_port` (0: a free port).
     """
     config = RolloutConfig.model_validate(rollout)
-    generator = VLLMTurnGenerator(model_path, config, concrete_dtype(dtype), seed)
+    adapters = LoRAConfig.model_validate(lora) if lora else None  # the learner syncs LoRA adapters
+    generator = VLLMTurnGenerator(model_path, config, concrete_dtype(dtype), seed, lora=adapters)
+    if initial_adapter and generator.adapters is not None:  # a resumed LoRA run: base weights + its adapter
+        generator.adapters.use_saved(initial_adapter)
     simulator = SimulatorClient(simulator_addresses, timeout_s=simulator_timeout_s)
     simulator.wait_ready(60)
     metrics = RolloutMetrics(worker)

@@ -6,6 +6,7 @@ created inside a worker process (a Ray actor here), never at import time of a ma
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -15,8 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mtr.config import RolloutConfig
-from mtr.weights import PackedTensor, write_weight_file
+from mtr.config import LoRAConfig, RolloutConfig
+from mtr.weights import PackedTensor, is_adapter_key, write_weight_file
+from rollout.adapters import AdapterSlot
 from rollout.agent_loop import TurnOutput, TurnRequest
 
 EXTENSION = "rollout.worker_extension.MTRWeightSyncExtension"
@@ -40,7 +42,11 @@ def _has_cuda() -> bool:
 
 
 class VLLMTurnGenerator:
-    def __init__(self, model_path: str, config: RolloutConfig, dtype: str, seed: int) -> None:
+    def __init__(
+        self, model_path: str, config: RolloutConfig, dtype: str, seed: int, lora: LoRAConfig | None = None
+    ) -> None:
+        """`lora`: the learner's adapter settings when it syncs adapters (learner.lora.sync 'adapter'): the
+        engine gets a LoRA slot and each published adapter is loaded into it in place (`load_packed`)."""
         if not _has_cuda():
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.kv_cache_gib))
             # vLLM keeps a core for its scheduler by default: on a small machine that is half the compute.
@@ -62,8 +68,11 @@ class VLLMTurnGenerator:
             # not use offset"), which chunked prefill does to a batch of long multi-turn prompts: prefill whole.
             kwargs["enable_chunked_prefill"] = False
             kwargs["max_num_batched_tokens"] = max(config.max_model_len, 4096)
+        if lora is not None:
+            kwargs.update(enable_lora=True, max_lora_rank=lora.rank, max_loras=1)
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        self.adapters = AdapterSlot(lora, model_path, _shared_memory_dir()) if lora is not None else None
         self.sampling = SamplingSettings(config.temperature, config.top_p)
         self.model_path = model_path
         self._weights_dir = Path(tempfile.mkdtemp(prefix="mtr-weights-", dir=_shared_memory_dir()))
@@ -89,7 +98,7 @@ class VLLMTurnGenerator:
             for request in requests
         ]
         prompts = [TokensPrompt(prompt_token_ids=list(r.prompt_token_ids)) for r in requests]
-        outputs = self.llm.generate(prompts, sampling_params=params, use_tqdm=False)
+        outputs = self.llm.generate(prompts, sampling_params=params, use_tqdm=False, lora_request=self._lora_request)
         return [self._to_turn(output.outputs[0]) for output in outputs]
 
     @staticmethod
@@ -102,14 +111,26 @@ class VLLMTurnGenerator:
     def set_sampling(self, temperature: float, top_p: float) -> None:
         self.sampling = SamplingSettings(temperature, top_p)
 
+    @property
+    def _lora_request(self):
+        return self.adapters.request if self.adapters is not None else None
+
     def load_packed(self, packed: Iterable[PackedTensor]) -> tuple[int, float]:
-        """In-place reload through the worker extension; returns (bytes, seconds).
+        """In-place reload through the worker extension; returns (bytes, seconds). A published LoRA adapter
+        (its tensors named `...lora_A...`) goes into the engine's LoRA slot instead, the base weights untouched.
 
         The weights go to the engine's workers as a file in shared memory (same node), not as RPC arguments.
         The previous version's file is removed only after the new one is loaded: the workers read the last
         loaded file again when asked for a checksum.
         """
         start = time.perf_counter()
+        if self.adapters is not None:
+            packed = iter(packed)
+            first = next(packed, None)
+            packed = itertools.chain([first] if first is not None else [], packed)
+            if first is not None and is_adapter_key(first.name):
+                received = self.adapters.load(list(packed))
+                return received, time.perf_counter() - start
         previous = self._weight_file
         self._weight_file = self._weights_dir / f"weights-{self._weight_loads}.bin"
         self._weight_loads += 1
@@ -134,6 +155,8 @@ class VLLMTurnGenerator:
         return int(version), int(size), time.perf_counter() - start
 
     def loaded_checksum(self) -> str:
+        if self.adapters is not None and self.adapters.request is not None:
+            return self.adapters.checksum
         return self.llm.collective_rpc("mtr_loaded_checksum")[0]
 
     def prompt_logprobs(self, token_ids: Sequence[int]) -> list[float]:
@@ -145,5 +168,6 @@ class VLLMTurnGenerator:
             [TokensPrompt(prompt_token_ids=list(token_ids))],
             SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0),
             use_tqdm=False,
+            lora_request=self._lora_request,
         )[0]
         return [entry[token].logprob for entry, token in zip(out.prompt_logprobs[1:], token_ids[1:], strict=True)]
