@@ -88,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     model_path = str(resolve_model_path(args.model))
     with tempfile.TemporaryDirectory(prefix="weightsync-bench-") as scratch:
         document = _measure(args, model_path, Path(scratch))
+        if args.lora_rank:  # alone on the machine: the full-weight services are stopped by now
+            adapter = _measure_adapter(args, model_path, Path(scratch))
+            adapter["ratio_restart_over_sync"] = round(ratio(document["restart_median_s"], adapter["sync_median_s"]), 1)
+            adapter["ratio_full_over_adapter"] = round(
+                ratio(document["methods"]["object_store"]["sync_median_s"], adapter["sync_median_s"]), 1
+            )
+            document["methods"][f"lora_adapter_r{args.lora_rank}"] = adapter
     document = {"machine": machine(args.dtype), "settings": _settings(args), **document}
     markdown = markdown_table(document) + "\n" + _caption(document)
     write_results(args.name, document, markdown, args.out_dir)
@@ -106,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="Weights on the wire: auto (as a run picks), bfloat16, float32.",
     )
+    parser.add_argument(
+        "--lora-rank",
+        type=int,
+        default=16,
+        help="Also time LoRA adapter-only syncs at this rank (a learner and an engine with a LoRA slot); 0: skip.",
+    )
     parser.add_argument("--quick", action="store_true", help="Smoke run: 2 syncs, 1 restart.")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default="weightsync", help="Results file stem (<name>.json, <name>.md).")
@@ -113,12 +126,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> dict:
-    return {"model": args.model, "syncs": args.syncs, "restarts": args.restarts, "dtype": args.dtype}
+    return {
+        "model": args.model,
+        "syncs": args.syncs,
+        "restarts": args.restarts,
+        "dtype": args.dtype,
+        "lora_rank": args.lora_rank,
+    }
 
 
-def _run_config(args: argparse.Namespace, model_path: str, scratch: Path):
+def _run_config(args: argparse.Namespace, model_path: str, scratch: Path, lora_rank: int = 0):
     from mtr.config import load_config
 
+    lora = ["learner.lora.enabled=true", f"learner.lora.rank={lora_rank}", f"learner.lora.alpha={2 * lora_rank}"]
     return load_config(
         overrides=[
             f"runs_dir={scratch}",
@@ -126,8 +146,25 @@ def _run_config(args: argparse.Namespace, model_path: str, scratch: Path):
             f"model.dtype={args.dtype}",
             f"learner.precision={args.dtype}",
             "learner.warmup_steps=0",
+            *(lora if lora_rank else []),
         ]
     )
+
+
+def _measure_adapter(args: argparse.Namespace, model_path: str, scratch: Path) -> dict:
+    """LoRA: a learner training adapters and an engine with a LoRA slot; each sync carries the adapter alone."""
+    from controller.services import Services
+
+    with Services(_run_config(args, model_path, scratch, args.lora_rank), scratch / "logs-lora") as services:
+        services.start()
+        learner_actor, learner = services.learner(model_path, total_steps=args.syncs + 1)
+        actor, rollout = services.rollout(model_path)
+        # The first step's adapter moves off zero; it is timed like the others (the slot fills on the first load).
+        result = _timed_syncs(args.syncs, lambda: _sync(learner, rollout, _train_sequence()))
+        result["checksums_match"] = _checksums_match(learner, rollout)
+        learner.close()
+        rollout.close()
+    return result
 
 
 def _measure(args: argparse.Namespace, model_path: str, scratch: Path) -> dict:
@@ -308,11 +345,11 @@ def markdown_table(document: dict) -> str:
     labels = {"object_store": ("publish", "LoadWeights"), "collective": ("stage", "SendWeights + LoadWeights")}
     for method, result in document["methods"].items():
         syncs = result["syncs"]
-        first, second = labels[method]
+        first, second = labels.get(method, ("publish", "LoadWeights"))
         made_of = (
             f"{first} {median([s['publish_s'] for s in syncs]):.3f} s + {second} "
             f"{median([s['load_rpc_s'] for s in syncs]):.3f} s (of which engine load "
-            f"{median([s['engine_load_s'] for s in syncs]):.3f} s); {result['sync_bytes'] / 1e6:.0f} MB"
+            f"{median([s['engine_load_s'] for s in syncs]):.3f} s); {result['sync_bytes'] / 1e6:.3g} MB"
         )
         lines.append(
             f"| in-place sync ({method.replace('_', ' ')}) | {result['sync_median_s']:.3f} | {len(syncs)} | {made_of} "

@@ -69,7 +69,7 @@ def test_rollout_bench_quick(tiny_model_dir, tmp_path):
 
 def test_weightsync_bench_quick(tiny_model_dir, tmp_path):
     result = _run_bench("weightsync_bench", tiny_model_dir, tmp_path)
-    assert sorted(result["methods"]) == ["collective", "object_store"]
+    assert sorted(result["methods"]) == ["collective", "lora_adapter_r16", "object_store"]
     for method in result["methods"].values():
         assert len(method["syncs"]) == 2
         for sync in method["syncs"]:
@@ -82,6 +82,9 @@ def test_weightsync_bench_quick(tiny_model_dir, tmp_path):
     assert len(result["restarts"]) == 1 and result["restarts"][0]["start_s"] > 0 and result["restart_median_s"] > 0
     assert result["group_join_s"] > 0
     assert result["restart_logprob_max_diff"] < 0.05  # the restarted engine runs the collectively synced weights
+    adapter, full = result["methods"]["lora_adapter_r16"], result["methods"]["object_store"]
+    assert adapter["sync_bytes"] < full["sync_bytes"] / 10  # the adapter alone travels
+    assert adapter["ratio_full_over_adapter"] > 0
 
 
 @pytest.fixture(scope="module")
