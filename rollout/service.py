@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -55,13 +56,10 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def GenerateGroups(self, request, context):
-        if request.group_size < 1:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"group_size must be >= 1, got {request.group_size}")
+        problem = request_problem(request, self._max_model_len)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"GenerateGroups: {problem}")
         sampling = request.sampling
-        if sampling.max_turns < 1 or sampling.max_tokens_per_turn < 1:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "sampling.max_turns and max_tokens_per_turn must be >= 1"
-            )
         tasks = [from_proto(t) for t in request.tasks]
         limits = LoopLimits(sampling.max_turns, sampling.max_tokens_per_turn, self._max_model_len, sampling.seed)
         start = time.perf_counter()
@@ -177,6 +175,34 @@ class RolloutServicer(pb_grpc.RolloutServiceServicer):
         return pb.GetRolloutStatusResponse(
             policy_version=self.policy_version, checksum=checksum, model=self._generator.model_path
         )
+
+
+MAX_GROUP_SIZE = 1024
+
+
+def request_problem(request: pb.GenerateGroupsRequest, max_model_len: int) -> str:
+    """What makes a GenerateGroups request unservable ('' when nothing): checked before the engine sees it."""
+    sampling = request.sampling
+    if not 1 <= request.group_size <= MAX_GROUP_SIZE:
+        return f"group_size must be in [1, {MAX_GROUP_SIZE}], got {request.group_size}"
+    if sampling.max_turns < 1 or sampling.max_tokens_per_turn < 1:
+        return "sampling.max_turns and max_tokens_per_turn must be >= 1"
+    if sampling.max_tokens_per_turn > max_model_len:
+        return f"sampling.max_tokens_per_turn {sampling.max_tokens_per_turn} exceeds max_model_len {max_model_len}"
+    if not (math.isfinite(sampling.temperature) and 0.0 <= sampling.temperature <= 10.0):
+        return f"sampling.temperature must be finite and in [0, 10], got {sampling.temperature}"
+    if not (math.isfinite(sampling.top_p) and 0.0 <= sampling.top_p <= 1.0):
+        return f"sampling.top_p must be in (0, 1] (0 means 1), got {sampling.top_p}"
+    seen: set[str] = set()
+    for index, message in enumerate(request.tasks):
+        try:
+            task = from_proto(message)
+        except ValueError as error:
+            return f"task {index}: {error}"
+        if task.id in seen:
+            return f"task id {task.id!r} appears twice; a group is keyed by its task id"
+        seen.add(task.id)
+    return ""
 
 
 async def create_server(address: str, servicer: RolloutServicer) -> tuple[grpc.aio.Server, int]:
