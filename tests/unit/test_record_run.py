@@ -112,3 +112,23 @@ def test_the_sft_control_gets_grpo_training_time_and_compares_paired(tmp_path):
     document = {"grpo_seconds": 203.0, "control_steps": 17, "control_traces": 400, "control_seconds": 210.0}
     table = sft_control.markdown({**document, "comparison": comparison})
     assert "SFT continued, 17 steps on 400 traces | 210 s | 0.750" in table and "GRPO − control: +0.250" in table
+
+
+def test_the_grpo_curve_reads_steps_and_pairs_every_evaluation_with_the_start(tmp_path):
+    from bench import grpo_curve
+
+    run = tmp_path / "run"
+    (run / "traces").mkdir(parents=True)
+    steps = [{"event": "grpo", "step": s, "reward": 0.5 + s, "exact_match": 0.1, "groups_kept": 3} for s in range(2)]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in [*steps, {"event": "eval"}]) + "\n")
+    rows = [("step-0", "a", 0), ("step-0", "b", 1), ("step-10", "a", 1), ("step-10", "b", 1)]
+    (run / "traces" / "eval.jsonl").write_text(
+        "\n".join(json.dumps({"stage": s, "task_id": t, "exact_match": em}) for s, t, em in rows) + "\n"
+    )
+    (run / "grpo_curve.json").write_text(json.dumps({"rewards": [[0, 0.5], [1, 1.5]], "exact_match": []}))
+    assert [s["reward"] for s in grpo_curve.per_step(run)] == [0.5, 1.5]
+    evaluations = grpo_curve.evaluated(run)
+    assert [(e["step"], e["em"], e["gain_over_start"]) for e in evaluations] == [(0, 0.5, 0.0), (10, 1.0, 0.5)]
+    assert grpo_curve.main(["--run", str(run), "--out-dir", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "grpo_curve.png").stat().st_size > 0
+    assert "| 10 | 1.000" in (tmp_path / "out" / "grpo_curve.md").read_text()

@@ -1,0 +1,91 @@
+"""The Stage-2 curve researchers ask for, from one long `mtr grpo` run: held-out EM with its interval at every
+evaluated step, the paired gain over the start, and the mean reward and each reward component per step.
+
+Run: `python -m bench.grpo_curve --run runs/grpo-sweep/defaults-long` (the long run of `python -m
+bench.grpo_sweep --variants defaults-long --steps 50 --eval-every 10`, resumable). Writes
+`bench/results/grpo_curve.json` / `.md` and `grpo_curve.png` (reward per step; EM with its 95 % band).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from bench.common import RESULTS_DIR, write_results
+from bench.record_run import provenance
+from controller.grpocurve import GRPOCurve
+from controller.intervals import bootstrap_mean, paired_difference
+from controller.reward import COMPONENTS
+
+
+def per_step(run: Path) -> list[dict]:
+    """Each GRPO step's mean reward, reward components, groups kept/dropped and seconds."""
+    rows = []
+    for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record.get("event") == "grpo":
+            keep = ("step", *COMPONENTS, "groups_kept", "groups_dropped", "rollout_seconds", "learner_seconds")
+            rows.append({key: record[key] for key in keep if key in record})
+    return rows
+
+
+def evaluated(run: Path) -> list[dict]:
+    """EM per evaluated step with its interval, and the paired gain over step 0 on the same questions."""
+    by_stage: dict[str, dict[str, float]] = defaultdict(dict)
+    for line in (run / "traces" / "eval.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        by_stage[row["stage"]][row["task_id"]] = float(row["exact_match"])
+    stages = sorted(by_stage, key=lambda name: int(name.split("-")[-1]))
+    start = by_stage[stages[0]]
+    rows = []
+    for stage in stages:
+        em = bootstrap_mean(list(by_stage[stage].values()))
+        gain = paired_difference(start, by_stage[stage])
+        rows.append(
+            {
+                "step": int(stage.split("-")[-1]),
+                "em": em.estimate,
+                "em_ci": em.bounds,
+                "n": em.n,
+                "gain_over_start": gain.estimate,
+                "gain_ci": gain.bounds,
+            }
+        )
+    return rows
+
+
+def markdown(document: dict) -> str:
+    lines = ["| GRPO steps | held-out EM [95 %] | gain over step 0 [paired 95 %] |", "|---:|---|---|"]
+    for row in document["evaluations"]:
+        lines.append(
+            f"| {row['step']} | {row['em']:.3f} [{row['em_ci'][0]:.3f}, {row['em_ci'][1]:.3f}] | "
+            f"{row['gain_over_start']:+.3f} [{row['gain_ci'][0]:+.3f}, {row['gain_ci'][1]:+.3f}] |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.grpo_curve", description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=Path("runs/grpo-sweep/defaults-long"))
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    steps = per_step(args.run)
+    document = {
+        "provenance": provenance(args.run),
+        "run": str(args.run),
+        "steps_done": len(steps),
+        "evaluations": evaluated(args.run),
+        "steps": steps,
+    }
+    write_results("grpo_curve", document, markdown(document), args.out_dir)
+    curve = GRPOCurve.from_dict(json.loads((args.run / "grpo_curve.json").read_text()))
+    curve.plot(args.out_dir / "grpo_curve.png")
+    print(markdown(document))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
