@@ -16,9 +16,9 @@ from pathlib import Path
 
 from bench.common import RESULTS_DIR, write_results
 from bench.record_run import provenance
-from controller.grpocurve import GRPOCurve
-from controller.intervals import bootstrap_mean, paired_difference
-from controller.reward import COMPONENTS
+from controller.reports.grpocurve import GRPOCurve
+from controller.scoring.intervals import bootstrap_mean, paired_difference
+from controller.scoring.reward import COMPONENTS
 
 
 def per_step(run: Path) -> list[dict]:

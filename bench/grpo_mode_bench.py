@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 from bench.common import RESULTS_DIR, cpu_window, describe_load, machine, ratio, write_results
-from controller.grpo import GRPOLoop
-from controller.metrics import ControllerMetrics
-from controller.rundir import RunDirectory
-from controller.services import Services
-from controller.taskdata import load_side, with_tools
-from controller.training import GRPOStepper
+from controller.cluster.services import Services
+from controller.reports.metrics import ControllerMetrics
+from controller.reports.rundir import RunDirectory
+from controller.stages.grpo import GRPOLoop
+from controller.stages.taskdata import load_side, with_tools
+from controller.stages.training import GRPOStepper
 from mtr.config import load_config
 from mtr.modelprep import resolve_model_path
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from bench.common import RESULTS_DIR, machine, print_result, run_measurement, write_results
-from controller.cpumeter import CpuMeter
+from controller.reports.cpumeter import CpuMeter
 
 CASES = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}}
 DTYPES = ("float32", "bfloat16")

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from bench.common import RESULTS_DIR, write_results
-from controller.evalreport import stage_pairs
-from controller.intervals import bootstrap_mean, paired_difference
+from controller.reports.evalreport import stage_pairs
+from controller.scoring.intervals import bootstrap_mean, paired_difference
 
 STEP_FIELDS = ("reward", "exact_match", "groups_drawn", "groups_kept", "draws", "weights_changed_fraction")
 

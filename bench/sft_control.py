@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench.common import RESULTS_DIR, write_results
 from bench.record_run import provenance
-from controller.intervals import bootstrap_mean, paired_difference
+from controller.scoring.intervals import bootstrap_mean, paired_difference
 
 CONTROL_LABEL = "sft-control"
 

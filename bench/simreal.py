@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from bench.common import RESULTS_DIR, write_results
-from controller.intervals import bootstrap_mean, paired_difference
+from controller.scoring.intervals import bootstrap_mean, paired_difference
 
 TRAINED_AGAINST = ("grounded", "simulated", "base-actor")
 EVALUATED_WITH = ("real", "simulated")

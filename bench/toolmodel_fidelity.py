@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = heldout_calls(pairs_path)[: args.limit]
     if not pairs:
         parser.error(f"{pairs_path} holds no held-out useful pairs (harvest with `mtr simulator train` first)")
-    from controller.simfarm import LocalSimulatorFarm
+    from controller.cluster.simfarm import LocalSimulatorFarm
     from mtr.config import SimulatorConfig
     from mtr.simclient import SimulatorClient, ToolCallRequest
 

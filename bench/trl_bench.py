@@ -5,7 +5,7 @@ Both sides run GRPO steps of N questions x G samples on the same model, the same
 assistant turn and the same turn budget, with tool calls answered by the simulator farm over gRPC:
 
 - MTR: the simulator farm, a vLLM rollout worker and a DeepSpeed learner (Ray actors behind gRPC), driven by
-  `controller.training.GRPOStepper`: a step is the rollout of every group (multi-turn, tool calls batched into
+  `controller.stages.training.GRPOStepper`: a step is the rollout of every group (multi-turn, tool calls batched into
   `SimulatorClient.call_many`), the composite reward, advantages, one learner update and the weight sync.
 - TRL: `GRPOTrainer` on CPU (`use_cpu=True`, Hugging Face `generate`, no vLLM) with its own tool-calling loop:
   an `environment_factory` whose `search` / `open_page` methods forward each call to the same farm, a reward
@@ -281,7 +281,7 @@ def step_questions(settings: BenchSettings, train: Sequence[Task]) -> list[list[
 
 
 def _tooled_questions(config: RunConfig, simulator: SimulatorClient) -> list[Task]:
-    from controller.taskdata import load_side, with_tools
+    from controller.stages.taskdata import load_side, with_tools
 
     return with_tools([t for d in load_side(config, "train") for t in d.tasks], simulator)
 
@@ -343,10 +343,10 @@ def _machine_busy_s() -> float:
 
 def run_mtr(settings: BenchSettings) -> SideResult:
     """Services + learner + rollout worker + GRPOStepper, as `mtr run` wires them; steps timed end to end."""
-    from controller.metrics import ControllerMetrics
-    from controller.rundir import RunDirectory
-    from controller.services import Services
-    from controller.training import GRPOStepper
+    from controller.cluster.services import Services
+    from controller.reports.metrics import ControllerMetrics
+    from controller.reports.rundir import RunDirectory
+    from controller.stages.training import GRPOStepper
     from mtr.modelprep import resolve_model_path
 
     model_path = str(resolve_model_path(settings.model))
@@ -516,7 +516,7 @@ def tools_json(tasks: Sequence[Task]) -> str:
 
 def run_trl(settings: BenchSettings) -> SideResult:
     """`GRPOTrainer` on CPU with its tool loop, on the same questions, one step per MTR step."""
-    from controller.services import Services
+    from controller.cluster.services import Services
     from mtr.modelprep import resolve_model_path
 
     model_path = str(resolve_model_path(settings.model))

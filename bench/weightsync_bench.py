@@ -153,7 +153,7 @@ def _run_config(args: argparse.Namespace, model_path: str, scratch: Path, lora_r
 
 def _measure_adapter(args: argparse.Namespace, model_path: str, scratch: Path) -> dict:
     """LoRA: a learner training adapters and an engine with a LoRA slot; each sync carries the adapter alone."""
-    from controller.services import Services
+    from controller.cluster.services import Services
 
     with Services(_run_config(args, model_path, scratch, args.lora_rank), scratch / "logs-lora") as services:
         services.start()
@@ -170,8 +170,8 @@ def _measure_adapter(args: argparse.Namespace, model_path: str, scratch: Path) -
 def _measure(args: argparse.Namespace, model_path: str, scratch: Path) -> dict:
     """Start a learner and a rollout worker; time object-store syncs, then (a second learner, the same engine)
     collective syncs, then the restarts; everything stops on exit."""
-    from controller.services import Services
-    from controller.weightsync import join_weight_group
+    from controller.cluster.services import Services
+    from controller.cluster.weightsync import join_weight_group
 
     with Services(_run_config(args, model_path, scratch), scratch / "logs") as services:
         services.start()
@@ -249,7 +249,7 @@ def _checksums_match(learner, rollout, collective: bool = False) -> bool:
 
 
 def _one_task(services):
-    from controller.taskdata import load_side, with_tools
+    from controller.stages.taskdata import load_side, with_tools
 
     return with_tools(load_side(services.config, "train", ["synthetic"])[0].tasks[:1], services.simulator)[0]
 
@@ -273,7 +273,7 @@ def _sync(learner, rollout, sequence) -> SyncRun:
 
 def _sync_collective(learner, rollout, sequence, verify: bool = False):
     """One collective sync; with `verify`, returns the worker's reply (with its checksum) instead."""
-    from controller.weightsync import collective_load
+    from controller.cluster.weightsync import collective_load
     from mtr.v1 import learner_service_pb2 as lpb
 
     step = learner.train_step(lpb.OBJECTIVE_SFT, [sequence], publish_weights=True)

@@ -47,9 +47,9 @@ def answering_model(tiny_model_dir, tmp_path_factory) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from controller.services import Services
-    from controller.sft_data import tokenize_trace
-    from controller.taskdata import load_side, with_tools
+    from controller.cluster.services import Services
+    from controller.stages.sft_data import tokenize_trace
+    from controller.stages.taskdata import load_side, with_tools
     from mtr.config import load_config
     from mtr.grammar import AssistantTurn, Trace
 

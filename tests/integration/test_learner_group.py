@@ -69,7 +69,7 @@ def _to_proto(sequence: TrainSequence) -> pb.TrainSequence:
 def ray_cluster():
     import ray
 
-    from controller.raystart import start_local_ray
+    from controller.cluster.raystart import start_local_ray
 
     start_local_ray(num_cpus=4, namespace="mtr-learner-group-test")
     try:

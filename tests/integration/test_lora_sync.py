@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from controller.pipeline import Pipeline
+from controller.stages.pipeline import Pipeline
 from mtr.config import load_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

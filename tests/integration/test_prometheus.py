@@ -26,7 +26,7 @@ import pytest
 import yaml
 from test_grpo_command import COMMON, answering_model  # noqa: F401 - the fixture is used by name
 
-from controller.metricstargets import MetricsTargets
+from controller.reports.metricstargets import MetricsTargets
 from mtr.cli import main
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 
-from controller.simfarm import LocalSimulatorFarm
-from controller.toolmodelcmd import tokenize_pairs
+from controller.cluster.simfarm import LocalSimulatorFarm
+from controller.commands.toolmodel import tokenize_pairs
 from mtr.config import SimulatorConfig
 from mtr.grpcutil import BackgroundServer
 from mtr.simclient import SimulatorClient, SimulatorError

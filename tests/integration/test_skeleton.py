@@ -9,10 +9,10 @@ import math
 
 import pytest
 
-from controller.advantages import group_advantages, has_signal
-from controller.evaluation import score
-from controller.pipeline import Pipeline
-from controller.training import grpo_sequence
+from controller.scoring.advantages import group_advantages, has_signal
+from controller.stages.evaluation import score
+from controller.stages.pipeline import Pipeline
+from controller.stages.training import grpo_sequence
 from mtr.config import load_config
 from mtr.grammar import ToolTurn
 from mtr.v1 import learner_service_pb2 as lpb
@@ -91,7 +91,7 @@ def test_skeleton_end_to_end(pipeline, tiny_model_dir, tmp_path):
     after = pipeline.evaluate("grpo", "synthetic", held_out)
     assert after.policy_version == pipeline.learner.status().version
 
-    from controller.report import write_report
+    from controller.reports.report import write_report
 
     write_report(pipeline.run_dir, pipeline.config, pipeline.outcome)
     report = (pipeline.run_dir.path / "report.md").read_text()

@@ -200,8 +200,8 @@ def test_ray_job_submit_runs_mtr_with_the_readme_command(cluster, tmp_path):
 _DEAD_REPLICA_PROBE = """
 import json, sys, time
 import ray
-from controller.raysimfarm import RaySimulatorFarm
-from controller.simfarm import SimulatorFarmError
+from controller.cluster.raysimfarm import RaySimulatorFarm
+from controller.cluster.simfarm import SimulatorFarmError
 from mtr.config import load_config
 from mtr.placement import NODE_IP
 from mtr.simclient import SimulatorClient

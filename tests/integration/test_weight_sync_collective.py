@@ -9,10 +9,10 @@ import random
 
 import pytest
 
-from controller.metrics import ControllerMetrics
-from controller.rundir import RunDirectory
-from controller.services import Services
-from controller.weightsync import collective_load, sync_weights
+from controller.cluster.services import Services
+from controller.cluster.weightsync import collective_load, sync_weights
+from controller.reports.metrics import ControllerMetrics
+from controller.reports.rundir import RunDirectory
 from mtr.config import load_config
 from mtr.serviceclients import ServiceError
 from mtr.v1 import learner_service_pb2 as lpb

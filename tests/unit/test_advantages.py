@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from controller.advantages import group_advantages, has_signal
+from controller.scoring.advantages import group_advantages, has_signal
 
 
 def test_std_normalized_advantages_have_zero_mean_and_unit_spread():
@@ -51,7 +51,7 @@ def test_groups_below_the_reward_std_floor_have_no_signal():
 
 
 def test_truncated_means_cut_by_a_budget():
-    from controller.advantages import is_truncated
+    from controller.scoring.advantages import is_truncated
 
     assert is_truncated("length") and is_truncated("turn_budget")
     assert not is_truncated("answer") and not is_truncated("malformed")

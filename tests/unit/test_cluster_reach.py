@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from controller.services import ClusterUnreachableError, check_reachable
+from controller.cluster.services import ClusterUnreachableError, check_reachable
 
 
 def _closed_port() -> int:

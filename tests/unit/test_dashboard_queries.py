@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.metrics import ControllerMetrics
+from controller.reports.metrics import ControllerMetrics
 from learner.metrics import LearnerMetrics
 from rollout.metrics import RolloutMetrics
 from simulator.metrics import SimulatorMetrics

@@ -24,7 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from controller.farm import expand
+from controller.cluster.farm import expand
 from mtr.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]

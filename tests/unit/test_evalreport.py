@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from controller.evalreport import breakdown_tables, gains, stage_pairs, summary_table, write_eval_reports
-from controller.evaluation import PassAtK, QuestionScore, summarize
-from controller.intervals import Interval
+from controller.reports.evalreport import breakdown_tables, gains, stage_pairs, summary_table, write_eval_reports
+from controller.scoring.intervals import Interval
+from controller.stages.evaluation import PassAtK, QuestionScore, summarize
 
 
 def _result(label, dataset, em_values, hops=2, question_type="bridge"):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from controller.evaluation import (
+from controller.stages.evaluation import (
     QuestionScore,
     evaluate,
     evaluate_pass_at_k,
@@ -219,7 +219,7 @@ def _checkpoint_files(directory, weights=True):
 
 
 def test_model_values_are_checked_before_anything_starts(tmp_path):
-    from controller.evalcmd import CheckpointError, parse_models
+    from controller.commands.eval import CheckpointError, parse_models
 
     final, step = _checkpoint_files(tmp_path / "final"), _checkpoint_files(tmp_path / "step=4")
     models = parse_models([f"sft={final}", str(final), str(step)])
@@ -256,8 +256,8 @@ class _ClosableRollout(FakeRollout):
 
 
 def test_resumed_evaluation_starts_no_engine_for_a_finished_checkpoint(tmp_path):
-    from controller.evalcmd import Checkpoint, Evaluation
-    from controller.taskdata import Dataset
+    from controller.commands.eval import Checkpoint, Evaluation
+    from controller.stages.taskdata import Dataset
 
     config = load_config(overrides=["rollout.max_turns=3", "rollout.max_tokens_per_turn=32"])
     tasks = [Task(f"q{i}", "Where was Ana Vell born?", ("Velgrad",), hops=2, tools=(SEARCH,)) for i in range(4)]

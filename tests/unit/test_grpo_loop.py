@@ -10,10 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from controller.curriculum import Curriculum
-from controller.grpo import GRPOLoop
-from controller.rolloutpool import split_evenly
-from controller.training import RolloutBatch
+from controller.cluster.rolloutpool import split_evenly
+from controller.stages.curriculum import Curriculum
+from controller.stages.grpo import GRPOLoop
+from controller.stages.training import RolloutBatch
 from mtr.config import CurriculumConfig, RunConfig
 from mtr.task import Task
 
@@ -215,9 +215,9 @@ class FakeLearner:
 
 
 def _dynamic_run(tmp_path, tasks, steps=3, **grpo):
-    from controller.metrics import ControllerMetrics
-    from controller.rundir import RunDirectory
-    from controller.training import GRPOStepper
+    from controller.reports.metrics import ControllerMetrics
+    from controller.reports.rundir import RunDirectory
+    from controller.stages.training import GRPOStepper
 
     config = RunConfig.model_validate(
         {
@@ -273,9 +273,9 @@ def test_dynamic_sampling_stops_at_the_draw_bound_and_without_it_draws_once(tmp_
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_dynamic_sampling_draws_the_same_questions_again_on_resume(tmp_path, mode):
-    from controller.metrics import ControllerMetrics
-    from controller.rundir import RunDirectory
-    from controller.training import GRPOStepper
+    from controller.reports.metrics import ControllerMetrics
+    from controller.reports.rundir import RunDirectory
+    from controller.stages.training import GRPOStepper
 
     tasks = [Task(id=f"mix-{i}", question=f"q mix {i}?", answers=("a",), hops=2 + i % 2) for i in range(3)]
     tasks += [Task(id=f"flat-{i}", question=f"q flat {i}?", answers=("a",), hops=2 + i % 2) for i in range(9)]
@@ -318,9 +318,9 @@ class CutRollout(FakeRollout):
 
 @pytest.mark.parametrize("truncated", ["keep", "mask", "penalize"])
 def test_truncated_traces_are_kept_masked_or_penalized(tmp_path, truncated):
-    from controller.metrics import ControllerMetrics
-    from controller.rundir import RunDirectory
-    from controller.training import GRPOStepper
+    from controller.reports.metrics import ControllerMetrics
+    from controller.reports.rundir import RunDirectory
+    from controller.stages.training import GRPOStepper
 
     config = RunConfig.model_validate({"grpo": {"truncated": truncated}, "rollout": {"group_size": 4}})
     stepper = GRPOStepper(config, FakeLearner(), CutRollout(), RunDirectory(tmp_path), ControllerMetrics(), 0)
@@ -339,9 +339,9 @@ def test_truncated_traces_are_kept_masked_or_penalized(tmp_path, truncated):
 
 
 def test_the_noise_schedule_is_sent_to_the_farm_before_each_step_and_logged(tmp_path):
-    from controller.metrics import ControllerMetrics
-    from controller.rundir import RunDirectory
-    from controller.training import GRPOStepper, noise_setter
+    from controller.reports.metrics import ControllerMetrics
+    from controller.reports.rundir import RunDirectory
+    from controller.stages.training import GRPOStepper, noise_setter
 
     config = RunConfig.model_validate(
         {

@@ -1,4 +1,4 @@
-from controller.grpocurve import GRPOCurve
+from controller.reports.grpocurve import GRPOCurve
 
 
 def test_eval_points_keep_their_interval_and_round_trip(tmp_path):

@@ -5,7 +5,7 @@ from math import comb
 import numpy as np
 import pytest
 
-from controller.intervals import bootstrap_mean, paired_difference, pass_at_k, pass_at_k_interval
+from controller.scoring.intervals import bootstrap_mean, paired_difference, pass_at_k, pass_at_k_interval
 
 
 def test_all_equal_scores_give_a_zero_width_interval():

@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from controller.metrics import ControllerMetrics
-from controller.metricstargets import TARGETS_FILE, MetricsTargets
+from controller.reports.metrics import ControllerMetrics
+from controller.reports.metricstargets import TARGETS_FILE, MetricsTargets
 from learner.metrics import LearnerMetrics
 from rollout.metrics import RolloutMetrics
 from simulator.metrics import SimulatorMetrics

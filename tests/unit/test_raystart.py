@@ -14,7 +14,7 @@ import psutil
 import pytest
 import ray
 
-from controller import raystart
+from controller.cluster import raystart
 
 TIMEOUT_MESSAGE = "The current node timed out during startup. This could happen because some of the raylet failed"
 

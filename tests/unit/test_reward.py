@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from controller.advantages import group_advantages, has_signal
-from controller.reward import CallRecord, score_trace
+from controller.scoring.advantages import group_advantages, has_signal
+from controller.scoring.reward import CallRecord, score_trace
 from mtr.config import RewardConfig
 from mtr.grammar import AssistantTurn, ToolCall, ToolTurn, Trace, render
 from mtr.task import Task

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from controller.pipeline import Pipeline, sft_questions
-from controller.simfarm import SimulatorFarmError
+from controller.cluster.simfarm import SimulatorFarmError
+from controller.stages.pipeline import Pipeline, sft_questions
 from mtr.config import load_config
 from mtr.task import Task
 
@@ -46,7 +46,7 @@ def test_sft_traces_are_written_for_the_first_questions_of_each_dataset():
     ],
 )
 def test_mtr_run_checks_its_data_before_anything_starts(tmp_path, capsys, override, words):
-    from controller.main import run
+    from controller.commands.run import run
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "nothing": 1}\n')
@@ -57,7 +57,7 @@ def test_mtr_run_checks_its_data_before_anything_starts(tmp_path, capsys, overri
 
 
 def test_a_world_too_small_for_the_config_is_named_not_a_traceback(tmp_path, capsys):
-    from controller.main import run
+    from controller.commands.run import run
 
     config = load_config(overrides=[f"runs_dir={tmp_path}", "world.n_train=40000"])
     assert run(config) == 2

@@ -20,9 +20,9 @@ LIGHT_MODULES = [
     "mtr.datasets",
     "mtr.hubdatasets",
     "mtr.metricsendpoint",
-    "controller.reward",
-    "controller.advantages",
-    "controller.autoagent",
+    "controller.scoring.reward",
+    "controller.scoring.advantages",
+    "controller.stages.autoagent",
 ]
 
 

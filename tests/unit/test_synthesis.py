@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from controller.autoagent import Rejected, hop_question
-from controller.llmteacher import LLMTeacher, _restore_stop
-from controller.tracestore import TraceStore, TraceStoreError
+from controller.stages.autoagent import Rejected, hop_question
+from controller.stages.llmteacher import LLMTeacher, _restore_stop
+from controller.stages.tracestore import TraceStore, TraceStoreError
 from mtr.config import SynthConfig
 from mtr.grammar import AssistantTurn, ToolCall, ToolTurn, Trace, from_openai
 from mtr.simclient import ToolResult
@@ -106,7 +106,7 @@ def test_store_never_cuts_a_file_it_was_not_writing(tmp_path, ledger):
 
 
 def test_synth_refuses_to_write_over_the_dataset_it_reads(tmp_path):
-    from controller.synthcmd import check_output_is_not_input
+    from controller.commands.synth import check_output_is_not_input
 
     data = tmp_path / "hotpot.jsonl"
     with pytest.raises(TraceStoreError, match="would overwrite the dataset 'hotpotqa:.*hotpot.jsonl'"):
@@ -208,7 +208,7 @@ def test_llm_teacher_tries_again_until_a_sample_is_accepted():
 
 
 def test_synth_keeps_its_farm_local_when_a_ray_address_is_in_the_environment():
-    from controller.synthcmd import ray_free
+    from controller.commands.synth import ray_free
     from mtr.config import load_config
 
     config = ray_free(load_config(overrides=["cluster.ray_address=10.0.0.9:6379"]))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from controller.toolharvest import PairsFile, harvest, held_out_titles, plan_calls, shown_titles
+from controller.stages.toolharvest import PairsFile, harvest, held_out_titles, plan_calls, shown_titles
 from mtr.simclient import ToolResult
 from mtr.task import Document, Hop, Task
 from mtr.toolprompt import EXACT_TOOL_NAMES, actor_messages

@@ -16,9 +16,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import get_args
 
-from controller.metrics import ControllerMetrics
-from controller.rolloutpool import RolloutPool
-from controller.rundir import RunDirectory
+from controller.cluster.rolloutpool import RolloutPool
+from controller.reports.metrics import ControllerMetrics
+from controller.reports.rundir import RunDirectory
 from mtr.config import LearnerConfig
 from mtr.serviceclients import LearnerClient, RolloutClient
 from mtr.v1 import rollout_service_pb2 as rpb

@@ -4,7 +4,7 @@
 
 1. Harvest: the grounded farm answers the calls a good policy makes on every training question (the
    world's, plus the training halves of any `--data` benchmarks); pairs that show a held-out question's page
-   are left out (`controller.toolharvest`). Resumable: re-running appends only what is missing.
+   are left out (`controller.stages.toolharvest`). Resumable: re-running appends only what is missing.
 2. Train: the project's DeepSpeed learner fine-tunes `toolmodel.base_model` on the pairs, loss on the
    observation only (the prompt is `mtr.toolprompt`, the same one the model actor serves with), and writes a
    Hugging Face checkpoint to OUT/checkpoints/final. Serve it with `simulator.actor: model` and
@@ -20,12 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-from controller.metrics import ControllerMetrics
-from controller.rundir import RunDirectory
-from controller.services import Services
-from controller.sft import SFTTrainer
-from controller.taskdata import load_side, with_tools
-from controller.toolharvest import PairsFile, harvest, read_pairs, tool_counts
+from controller.cluster.services import Services
+from controller.reports.metrics import ControllerMetrics
+from controller.reports.rundir import RunDirectory
+from controller.stages.sft import SFTTrainer
+from controller.stages.taskdata import load_side, with_tools
+from controller.stages.toolharvest import PairsFile, harvest, read_pairs, tool_counts
 from mtr.config import RunConfig
 from mtr.datasets import DatasetError
 from mtr.modelprep import ModelPrepError, resolve_model_path

@@ -1,12 +1,12 @@
 """report.md and eval.json/eval.md/eval.png of a run: what was measured, written even when the run stops early.
 
-The evaluation tables come from `controller.evalreport`, the same code `mtr eval` uses, so a run's report
+The evaluation tables come from `controller.reports.evalreport`, the same code `mtr eval` uses, so a run's report
 and a standalone evaluation read alike (one row per stage × held-out dataset).
 """
 
 from __future__ import annotations
 
-from controller.evalreport import (
+from controller.reports.evalreport import (
     breakdown_tables,
     gains,
     skipped_note,

@@ -24,8 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.evalreport import Gain, gains, statistics_sections, summary_table, write_eval_reports
-from controller.evaluation import (
+from controller.cluster.services import Services
+from controller.reports.evalreport import Gain, gains, statistics_sections, summary_table, write_eval_reports
+from controller.reports.rundir import provenance_header
+from controller.stages.evaluation import (
     EvalResult,
     PassAtK,
     evaluate,
@@ -33,9 +35,7 @@ from controller.evaluation import (
     restore,
     restore_pass_at_k,
 )
-from controller.rundir import provenance_header
-from controller.services import Services
-from controller.taskdata import Dataset, load_side, with_tools
+from controller.stages.taskdata import Dataset, load_side, with_tools
 from mtr.config import RunConfig, dump_config
 from mtr.datasets import DatasetError
 from mtr.modelprep import ModelPrepError, resolve_model_path

@@ -16,8 +16,8 @@ from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from controller.intervals import RESAMPLES, SEED, Interval, bootstrap_mean, pass_at_k_interval
-from controller.reward import CallRecord, RewardBreakdown, score_trace
+from controller.scoring.intervals import RESAMPLES, SEED, Interval, bootstrap_mean, pass_at_k_interval
+from controller.scoring.reward import CallRecord, RewardBreakdown, score_trace
 from mtr.config import RewardConfig, RunConfig
 from mtr.serviceclients import RolloutClient
 from mtr.task import Task

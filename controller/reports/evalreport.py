@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from itertools import pairwise
 from pathlib import Path
 
-from controller.evaluation import Bucket, EvalResult, PassAtK
-from controller.intervals import RESAMPLES, SEED, paired_difference
+from controller.scoring.intervals import RESAMPLES, SEED, paired_difference
+from controller.stages.evaluation import Bucket, EvalResult, PassAtK
 
 JSON_NAME, MARKDOWN_NAME, PLOT_NAME = "eval.json", "eval.md", "eval.png"
 

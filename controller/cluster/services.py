@@ -1,7 +1,7 @@
 """The running parts a command needs, started in a safe order and stopped in reverse.
 
 Every command (`mtr run`, `synth`, `sft`, `eval`) needs some of: the simulator farm (local processes, Ray
-actors or external replicas: controller/farm.py), Ray (local or an existing cluster), a simulator client, and
+actors or external replicas: controller/cluster/farm.py), Ray (local or an existing cluster), a simulator client, and
 role actors (learner, rollout) placed on Ray and reached over gRPC. On a cluster every role binds and
 advertises its node's IP (mtr.placement.NODE_IP); a local run keeps everything on loopback.
 
@@ -16,10 +16,10 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from controller.farm import SimulatorFarm, create_farm
-from controller.metricstargets import MetricsTargets
-from controller.raystart import start_local_ray
-from controller.rolloutpool import RolloutPool
+from controller.cluster.farm import SimulatorFarm, create_farm
+from controller.cluster.raystart import start_local_ray
+from controller.cluster.rolloutpool import RolloutPool
+from controller.reports.metricstargets import MetricsTargets
 from mtr.config import LearnerConfig, RunConfig
 from mtr.placement import LOOPBACK, NODE_IP, RoleSpec, check_resources, launch, shutdown
 from mtr.serviceclients import LearnerClient, RolloutClient

@@ -15,15 +15,15 @@ import logging
 import sys
 from pathlib import Path
 
-from controller.evaluation import evaluate
-from controller.grpo import GRPOLoop
-from controller.grpocurve import GRPOCurve
-from controller.metrics import ControllerMetrics
-from controller.metricstargets import MetricsTargets
-from controller.rundir import RunDirectory
-from controller.services import Services, adapter_sync
-from controller.taskdata import Dataset, load_side, with_tools
-from controller.training import GRPOStepper, noise_setter
+from controller.cluster.services import Services, adapter_sync
+from controller.reports.grpocurve import GRPOCurve
+from controller.reports.metrics import ControllerMetrics
+from controller.reports.metricstargets import MetricsTargets
+from controller.reports.rundir import RunDirectory
+from controller.stages.evaluation import evaluate
+from controller.stages.grpo import GRPOLoop
+from controller.stages.taskdata import Dataset, load_side, with_tools
+from controller.stages.training import GRPOStepper, noise_setter
 from mtr.config import RunConfig
 from mtr.datasets import DatasetError
 from mtr.modelprep import ModelPrepError, resolve_model_path

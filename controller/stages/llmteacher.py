@@ -15,7 +15,7 @@ import os
 
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
-from controller.autoagent import Rejected, check_trace
+from controller.stages.autoagent import Rejected, check_trace
 from mtr.config import SynthConfig
 from mtr.grammar import (
     DEFAULT_SYSTEM_PROMPT,
@@ -134,6 +134,6 @@ def _restore_stop(text: str) -> str:
 
 
 def make_teacher(config: SynthConfig, seed: int = 0):
-    from controller.autoagent import OracleTeacher
+    from controller.stages.autoagent import OracleTeacher
 
     return LLMTeacher(config, seed) if config.teacher == "llm" else OracleTeacher()

@@ -17,9 +17,9 @@ def main(config: RunConfig, args: argparse.Namespace | None = None) -> int:
 
 
 def run(config: RunConfig) -> int:
-    from controller.evalreport import summary_table
-    from controller.pipeline import Pipeline
-    from controller.taskdata import load_side
+    from controller.reports.evalreport import summary_table
+    from controller.stages.pipeline import Pipeline
+    from controller.stages.taskdata import load_side
     from mtr.datasets import DatasetError
     from mtr.modelprep import ModelPrepError, resolve_model_path
 

@@ -16,18 +16,18 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from controller.autoagent import synthesize
-from controller.cpumeter import CpuMeter
-from controller.evaluation import EvalResult, PassAtK, evaluate, evaluate_pass_at_k
-from controller.grpo import GRPOLoop
-from controller.llmteacher import make_teacher
-from controller.metrics import ControllerMetrics
-from controller.metricstargets import MetricsTargets
-from controller.report import write_report
-from controller.rundir import RunDirectory
-from controller.services import Services
-from controller.taskdata import Dataset, load_side, with_tools
-from controller.training import GRPOStepper, SFTStepper, noise_setter
+from controller.cluster.services import Services
+from controller.reports.cpumeter import CpuMeter
+from controller.reports.metrics import ControllerMetrics
+from controller.reports.metricstargets import MetricsTargets
+from controller.reports.report import write_report
+from controller.reports.rundir import RunDirectory
+from controller.stages.autoagent import synthesize
+from controller.stages.evaluation import EvalResult, PassAtK, evaluate, evaluate_pass_at_k
+from controller.stages.grpo import GRPOLoop
+from controller.stages.llmteacher import make_teacher
+from controller.stages.taskdata import Dataset, load_side, with_tools
+from controller.stages.training import GRPOStepper, SFTStepper, noise_setter
 from mtr.config import RunConfig
 from mtr.grammar import to_openai
 from mtr.task import Task

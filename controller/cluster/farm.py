@@ -1,7 +1,7 @@
 """The simulator farm of a run, by placement: one interface (`start() -> addresses`, `stop()`), three variants.
 
-    local     LocalSimulatorFarm  replica processes on the controller's machine    (controller/simfarm.py)
-    ray       RaySimulatorFarm    each replica a Ray actor, placed by resources     (controller/raysimfarm.py)
+    local     LocalSimulatorFarm  replica processes on the controller's machine    (controller/cluster/simfarm.py)
+    ray       RaySimulatorFarm    each replica a Ray actor, placed by resources     (controller/cluster/raysimfarm.py)
     external  ExternalFarm        replicas someone else runs (a Kubernetes Service)  (here; nothing is started)
 
 `RunConfig.simulator_placement` picks one ('auto' resolves to ray on a cluster, see mtr/config.py). Whatever
@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 from typing import Protocol
 
-from controller.simfarm import LocalSimulatorFarm, SimulatorFarmError
+from controller.cluster.simfarm import LocalSimulatorFarm, SimulatorFarmError
 from mtr.config import RunConfig
 
 log = logging.getLogger("mtr.farm")
@@ -36,7 +36,7 @@ def create_farm(config: RunConfig, log_dir: Path, host: str) -> SimulatorFarm:
     if placement == "external":
         return ExternalFarm(config.simulator.addresses)
     if placement == "ray":
-        from controller.raysimfarm import RaySimulatorFarm
+        from controller.cluster.raysimfarm import RaySimulatorFarm
 
         return RaySimulatorFarm(config.simulator, config.world.seed, host)
     return LocalSimulatorFarm(config.simulator, config.world.seed, log_dir)

@@ -21,8 +21,8 @@ import random
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from controller.curriculum import Curriculum
-from controller.training import GRPOStepper, RefillFn, RolloutBatch
+from controller.stages.curriculum import Curriculum
+from controller.stages.training import GRPOStepper, RefillFn, RolloutBatch
 from mtr.task import Task
 
 log = logging.getLogger("mtr.grpo")

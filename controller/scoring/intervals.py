@@ -1,8 +1,9 @@
 """Bootstrap confidence intervals for evaluation scores, and the unbiased pass@k estimator.
 
-Used by `controller.evaluation` (EM of one checkpoint, pass@k) and `controller.evalreport` (stage-to-stage
-gains) in `mtr run` and `mtr eval`. Percentile bootstrap over questions: a resample draws question indices
-with replacement; a paired interval draws them once for both checkpoints, so question difficulty cancels.
+Used by `controller.stages.evaluation` (EM of one checkpoint, pass@k) and `controller.reports.evalreport`
+(stage-to-stage gains) in `mtr run` and `mtr eval`. Percentile bootstrap over questions: a resample draws
+question indices with replacement; a paired interval draws them once for both checkpoints, so question
+difficulty cancels.
 """
 
 from __future__ import annotations

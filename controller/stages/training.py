@@ -1,7 +1,7 @@
 """Stage 1 (SFT on AutoAgent traces) and Stage 2 (GRPO on rollout groups), driven over gRPC.
 
 After every update that should reach the policy, the learner publishes a new weights version and the rollout
-workers load it in place (controller.weightsync); the controller only passes version numbers.
+workers load it in place (controller.cluster.weightsync); the controller only passes version numbers.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from controller.advantages import group_advantages, has_signal, is_truncated
-from controller.evaluation import score
-from controller.metrics import ControllerMetrics
-from controller.reward import COMPONENTS, RewardBreakdown
-from controller.rolloutpool import RolloutPool
-from controller.rundir import RunDirectory
-from controller.sft import SFTTrainer, tokenize
-from controller.weightsync import sync_weights
+from controller.cluster.rolloutpool import RolloutPool
+from controller.cluster.weightsync import sync_weights
+from controller.reports.metrics import ControllerMetrics
+from controller.reports.rundir import RunDirectory
+from controller.scoring.advantages import group_advantages, has_signal, is_truncated
+from controller.scoring.reward import COMPONENTS, RewardBreakdown
+from controller.stages.evaluation import score
+from controller.stages.sft import SFTTrainer, tokenize
 from mtr.config import RunConfig
 from mtr.grammar import Trace
 from mtr.serviceclients import LearnerClient, RolloutClient

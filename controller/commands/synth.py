@@ -11,16 +11,17 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
-from controller.autoagent import Rejected
-from controller.llmteacher import TeacherError, make_teacher
-from controller.services import Services
-from controller.taskdata import load_side, with_tools
-from controller.tracestore import TraceStore, TraceStoreError, task_key
+from controller.cluster.services import Services
+from controller.stages.autoagent import Rejected
+from controller.stages.llmteacher import TeacherError, make_teacher
+from controller.stages.taskdata import load_side, with_tools
+from controller.stages.tracestore import TraceStore, TraceStoreError, task_key
 from mtr.config import RunConfig
 from mtr.datasets import DatasetError
 
@@ -43,12 +44,17 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
     skipped = {d.name: len(d.skipped) for d in datasets}
     start = time.perf_counter()
     status = 0
-    # SIGTERM (timeout, Kubernetes, Slurm) unwinds like an error: the farm is stopped and the report written.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # SIGTERM (timeout, Kubernetes, Slurm) stops the run between two questions: the farm is stopped and the
+    # report written. Only a flag is set in the handler; raising there could leave a lock of a client held.
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
         with Services(config, Path(args.out).parent / "logs").start(ray=False) as services:
             for dataset in datasets:
-                synthesize_dataset(dataset, store, teacher, services.simulator)
+                synthesize_dataset(dataset, store, teacher, services.simulator, stop)
+    except Stopped as stopped:
+        print(f"mtr synth: {stopped}; what was decided so far is kept, run the same command to resume", file=sys.stderr)
+        status = 128 + signal.SIGTERM
     except TeacherError as error:
         print(
             f"mtr synth: {error}\nwhat was decided so far is kept; run the same command again to resume",
@@ -66,8 +72,8 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
     return status
 
 
-def _exit_on_sigterm(signum, frame) -> None:
-    raise SystemExit(128 + signum)
+class Stopped(RuntimeError):
+    """SIGTERM arrived; raised between two questions."""
 
 
 def no_questions(datasets) -> str:
@@ -99,7 +105,7 @@ def check_output_is_not_input(out: Path, specs) -> None:
             raise TraceStoreError(f"--out {out} would overwrite the dataset {spec!r} it reads; choose another --out")
 
 
-def synthesize_dataset(dataset, store: TraceStore, teacher, simulator) -> None:
+def synthesize_dataset(dataset, store: TraceStore, teacher, simulator, stop: threading.Event | None = None) -> None:
     pending = [t for t in dataset.tasks if task_key(t) not in store.done]
     log.info(
         "%s: %d questions, %d already decided, %d to do",
@@ -109,6 +115,8 @@ def synthesize_dataset(dataset, store: TraceStore, teacher, simulator) -> None:
         len(pending),
     )
     for task in tqdm(pending, desc=f"synth {dataset.name}", unit="q", disable=not pending):
+        if stop is not None and stop.is_set():
+            raise Stopped(f"stopped by SIGTERM during {dataset.name}")
         task = with_tools([task], simulator)[0]
         try:
             trace = teacher.trace(task, simulator)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from controller.metrics import ControllerMetrics
-from controller.rundir import RunDirectory
-from controller.sft_data import tokenize_trace
+from controller.reports.metrics import ControllerMetrics
+from controller.reports.rundir import RunDirectory
+from controller.stages.sft_data import tokenize_trace
 from mtr.grammar import Trace, TraceFormatError, from_openai
 from mtr.serviceclients import LearnerClient
 from mtr.v1 import learner_service_pb2 as lpb

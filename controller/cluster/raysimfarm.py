@@ -14,7 +14,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from controller.simfarm import SimulatorFarmError, serve_arguments
+from controller.cluster.simfarm import SimulatorFarmError, serve_arguments
 from mtr.config import SimulatorConfig
 from mtr.placement import LOOPBACK, RoleSpec, check_resources, launch_all
 

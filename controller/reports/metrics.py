@@ -7,7 +7,7 @@ controller's copies of the learner's step numbers are `mtr_train_*`, so that no 
 and a dashboard `sum` never counts a step twice.
 
 Next to `/metrics` the same port serves `/sd`, the Prometheus service-discovery document listing every
-service of the run (see controller.metricstargets).
+service of the run (see controller.reports.metricstargets).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-from controller.metricstargets import MetricsTargets
+from controller.reports.metricstargets import MetricsTargets
 
 STAGES = ("synth", "eval", "sft", "grpo", "done")
 

@@ -16,11 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-from controller.metrics import ControllerMetrics
-from controller.metricstargets import MetricsTargets
-from controller.rundir import RunDirectory
-from controller.services import Services
-from controller.sft import STATE_FILE, SFTTrainer, TraceFileError, load_traces, tokenize
+from controller.cluster.services import Services
+from controller.reports.metrics import ControllerMetrics
+from controller.reports.metricstargets import MetricsTargets
+from controller.reports.rundir import RunDirectory
+from controller.stages.sft import STATE_FILE, SFTTrainer, TraceFileError, load_traces, tokenize
 from mtr.config import RunConfig
 from mtr.modelprep import ModelPrepError, resolve_model_path
 
