@@ -51,9 +51,14 @@ def _start_synth(tmp_path: Path) -> tuple[subprocess.Popen, int]:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_a_stopped_synth_leaves_no_replica_and_keeps_what_it_decided(tmp_path, signum):
     process, replica = _start_synth(tmp_path)
-    assert _alive(replica)
-    process.send_signal(signum)
-    process.wait(60)
+    try:
+        assert _alive(replica)
+        process.send_signal(signum)
+        process.wait(60)
+    finally:  # a failed check must not leave the command (and its replica) running
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert process.returncode == (143 if signum == signal.SIGTERM else -signal.SIGKILL)
     assert _wait(lambda: not _alive(replica), 15), f"replica {replica} outlived mtr synth ({signum.name})"
     decided = (tmp_path / "traces.ledger.jsonl").read_text().splitlines()
