@@ -85,7 +85,7 @@ def load_tasks(spec: DatasetSpec | str, on_error: OnError = "skip", limit: int |
 
 
 def _load_synthetic(limit: int | None) -> LoadResult:
-    from mtr.world import embedded_tasks  # the world generator is only needed for this kind
+    from mtr.worldquestions import embedded_tasks  # the world generator is only needed for this kind
 
     n = DEFAULT_SYNTHETIC_N if limit is None else limit
     _, tasks = embedded_tasks(0, 0, n)

@@ -19,7 +19,7 @@ from mtr.config import RunConfig
 from mtr.datasets import DatasetError, RowError, load_tasks, parse_spec
 from mtr.simclient import SimulatorClient
 from mtr.task import Task
-from mtr.world import embedded_tasks
+from mtr.worldquestions import embedded_tasks
 
 log = logging.getLogger("mtr.data")
 

@@ -22,7 +22,8 @@ from mtr.toolschema import validate_tool
 from mtr.v1 import simulator_service_pb2 as pb
 from mtr.v1 import simulator_service_pb2_grpc as pb_grpc
 from mtr.v1 import task_pb2
-from mtr.world import generate_tasks, generate_world
+from mtr.world import generate_world
+from mtr.worldquestions import generate_tasks
 from simulator.grounded import GroundedActor
 from simulator.server import create_server
 from simulator.toolmaker import ToolMaker

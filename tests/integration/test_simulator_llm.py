@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from mtr.toolschema import instance_errors, validate_tool
-from mtr.world import generate_tasks, generate_world
+from mtr.world import generate_world
+from mtr.worldquestions import generate_tasks
 from simulator.calls import CallStatus, ToolCallHandler
 from simulator.grounded import CORPUS, GroundedActor
 from simulator.llm_actor import LLMActor

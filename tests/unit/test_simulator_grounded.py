@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mtr.task import Document
-from mtr.world import generate_tasks, generate_world
+from mtr.world import generate_world
+from mtr.worldquestions import generate_tasks
 from simulator.grounded import CORPUS, BackendError, BM25Index, DocumentSet, GroundedActor
 
 _DOCS = (

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from mtr.task import Document
-from mtr.world import generate_tasks, generate_world
+from mtr.world import generate_world
+from mtr.worldquestions import generate_tasks
 from simulator.calls import CallStatus, ToolCallHandler
 from simulator.facts import read_fact
 from simulator.grounded import CORPUS, BackendError, DocumentSet, GroundedActor

@@ -6,7 +6,8 @@ import pytest
 
 from mtr.task import Task
 from mtr.toolschema import instance_errors, tools_by_name, validate_tool
-from mtr.world import generate_tasks, generate_world
+from mtr.world import generate_world
+from mtr.worldquestions import generate_tasks
 from simulator.library import LIBRARY, RELATION_OUTPUT_SCHEMA
 from simulator.toolmaker import (
     DEFAULT_LIBRARY,

@@ -8,7 +8,8 @@ from collections import Counter
 import pytest
 
 from mtr.task import Task
-from mtr.world import QUESTION_TYPES, Person, embedded_tasks, generate_tasks, generate_world
+from mtr.world import QUESTION_TYPES, Person, generate_world
+from mtr.worldquestions import embedded_tasks, generate_tasks
 
 
 @pytest.fixture(scope="module")
