@@ -30,14 +30,48 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
+from mtr.simreplicas import (
+    SERVICE_NAME,
+    HealthWatcher,
+    Replica,
+    channel_credentials,
+    least_loaded,
+    new_replica,
+)
+from mtr.simtypes import (
+    STATUS_BACKEND_ERROR,
+    STATUS_INPUT_TOO_LARGE,
+    STATUS_INVALID_ARGUMENTS,
+    STATUS_OK,
+    STATUS_UNKNOWN_TOOL,
+    ReplicaState,
+    SimulatorError,
+    ToolCallRequest,
+    ToolResult,
+    ToolSet,
+)
 from mtr.task import Document, Task, to_proto
+
+__all__ = [
+    "STATUS_BACKEND_ERROR",
+    "STATUS_INPUT_TOO_LARGE",
+    "STATUS_INVALID_ARGUMENTS",
+    "STATUS_OK",
+    "STATUS_UNKNOWN_TOOL",
+    "ReplicaState",
+    "SimulatorClient",
+    "SimulatorError",
+    "ToolCallRequest",
+    "ToolResult",
+    "ToolSet",
+]
 from mtr.v1 import simulator_service_pb2 as pb
-from mtr.v1 import simulator_service_pb2_grpc as pb_grpc
 from mtr.v1 import task_pb2
 
-SERVICE_NAME = "mtr.v1.SimulatorService"
+# ToolResult.status of each wire status (mtr.v1.CallStatus without its prefix, lower case).
+_STATUS_NAMES = {value: name.removeprefix("CALL_STATUS_").lower() for name, value in pb.CallStatus.items()}
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 TOKEN_ENV = "MTR_SIMULATOR_TOKEN"
 # A replica that dies or shuts down fails the calls it holds with CANCELLED as well as UNAVAILABLE (gRPC core does
@@ -54,76 +88,6 @@ _CHANNEL_OPTIONS = [
 RPC_MODES = ("batched", "unary")
 _WAIT_BACKOFF_S = (0.02, 1.0)  # first and longest pause of a call waiting for any replica to come up
 _BUSY_POLL_S = 0.005
-
-# ToolResult.status values (mtr.v1.CallStatus without its prefix, lower case).
-STATUS_OK = "ok"
-STATUS_UNKNOWN_TOOL = "unknown_tool"
-STATUS_INVALID_ARGUMENTS = "invalid_arguments"
-STATUS_INPUT_TOO_LARGE = "input_too_large"
-STATUS_BACKEND_ERROR = "backend_error"
-_STATUS_NAMES = {value: name.removeprefix("CALL_STATUS_").lower() for name, value in pb.CallStatus.items()}
-
-
-class SimulatorError(RuntimeError):
-    """A simulator RPC failed for good; the message names the replica(s), the method and the gRPC status."""
-
-
-@dataclass(frozen=True)
-class ToolResult:
-    """The answer to one tool call; `observation` is always a JSON object (an error one when status != ok).
-
-    `latency_s` is what the caller waited for this call: from sending it to holding its answer, retries included.
-    """
-
-    observation: dict
-    status: str
-    error: str
-    cached: bool
-    replica: str
-    latency_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status == STATUS_OK
-
-
-@dataclass(frozen=True)
-class ToolCallRequest:
-    """One tool call as the policy wrote it; `documents` restricts retrieval to the task's own documents."""
-
-    task_id: str
-    name: str
-    arguments_json: str
-    documents: tuple[Document, ...] = ()
-
-
-@dataclass(frozen=True)
-class ToolSet:
-    tools: tuple[dict, ...]
-    task_kind: str
-
-
-@dataclass(frozen=True)
-class ReplicaState:
-    """What the client currently believes about one replica (for logs, metrics and tests)."""
-
-    address: str
-    up: bool
-    inflight: int
-    reason: str
-
-
-@dataclass(eq=False)
-class _Replica:
-    index: int
-    address: str
-    channel: grpc.Channel
-    stub: pb_grpc.SimulatorServiceStub
-    health: health_pb2_grpc.HealthStub
-    inflight: int = 0
-    up: bool = True
-    reason: str = ""
-    down_at: float = float("-inf")
 
 
 @dataclass(eq=False)
@@ -144,7 +108,7 @@ class _Call:
 class _Attempt:
     """One RPC in flight: the calls it carries (one for a unary RPC) and the replica counting them as in flight."""
 
-    replica: _Replica
+    replica: Replica
     calls: list[_Call]
 
 
@@ -206,18 +170,18 @@ class SimulatorClient:
         self.attempt_timeout_s = attempt_timeout_s or (timeout_s / 2 if max_attempts > 1 else timeout_s)
         token = os.environ.get(TOKEN_ENV) if auth_token is None else auth_token
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
-        credentials = _channel_credentials(tls_root_cert)
+        credentials = channel_credentials(tls_root_cert)
         options = [*_CHANNEL_OPTIONS]
         if tls_server_name:
             options.append(("grpc.ssl_target_name_override", tls_server_name))
         self._replicas = [
-            _new_replica(index, address, credentials, options) for index, address in enumerate(self.addresses)
+            new_replica(index, address, credentials, options) for index, address in enumerate(self.addresses)
         ]
         self._lock = threading.Lock()
         self._turn = 0
-        self._watcher = _HealthWatcher(self._replicas, self._lock, health_interval_s, self._metadata)
+        self._watcher = HealthWatcher(self._replicas, self._lock, health_interval_s, self._metadata)
         # The watcher thread must not keep an abandoned client alive; closing it is the finalizer's job.
-        self._finalizer = weakref.finalize(self, _HealthWatcher.stop, self._watcher)
+        self._finalizer = weakref.finalize(self, HealthWatcher.stop, self._watcher)
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Block until every replica's health service says SERVING; raise naming the first that does not."""
@@ -305,14 +269,14 @@ class SimulatorClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _acquire(self, calls: list[_Call], block: int) -> tuple[dict[_Replica, list[_Call]], list[_Call], bool]:
+    def _acquire(self, calls: list[_Call], block: int) -> tuple[dict[Replica, list[_Call]], list[_Call], bool]:
         """Give each `block` consecutive calls the least-loaded live replica (as many as fit under its in-flight
         limit), counting them in flight there, all under one lock.
 
         Returns the calls grouped by replica, the calls left without one (in order), and whether any replica is
         up at all (if so, the left-over calls wait for a free slot; if not, for a replica to come back).
         """
-        groups: dict[_Replica, list[_Call]] = {}
+        groups: dict[Replica, list[_Call]] = {}
         limit, position = self.max_inflight_per_replica, 0
         with self._lock:
             while position < len(calls):
@@ -478,7 +442,7 @@ class _Batch:
         call.waits += 1
         heapq.heappush(self.waiting, (now + pause, call.index))
 
-    def _start(self, replica: _Replica, calls: list[_Call], now: float) -> None:
+    def _start(self, replica: Replica, calls: list[_Call], now: float) -> None:
         """One RPC to `replica` (whose in-flight count already holds `calls`), bounded by its calls' deadlines."""
         for call in calls:
             call.attempts += 1
@@ -503,121 +467,6 @@ def _split(calls: list[_Call], size: int) -> list[list[_Call]]:
     for part in range(parts):
         bounds.append(bounds[-1] + base + (part < extra))
     return [calls[bounds[i] : bounds[i + 1]] for i in range(parts)]
-
-
-class _HealthWatcher:
-    """Asks every replica's health service every `interval_s`; a SERVING answer brings a down replica back.
-
-    An answer only counts if its check started after the replica was last marked down, so an old SERVING
-    cannot undo a failure seen a moment ago.
-
-    It also keeps one health Watch open per channel, only so that the channel stays busy: gRPC's synchronous
-    channel polls on a thread that lives while some call is in flight, so without a standing call every
-    `call_many` after a pause starts a new thread, about a quarter of the client's CPU per round trip.
-    """
-
-    def __init__(self, replicas: list[_Replica], lock: threading.Lock, interval_s: float, metadata) -> None:
-        self._replicas = replicas
-        self._lock = lock
-        self._interval_s = interval_s
-        self._metadata = metadata
-        self._stopped = threading.Event()
-        self._woken = threading.Event()
-        self._streams: list[grpc.Future | None] = [None] * len(replicas)
-        self._thread = threading.Thread(target=self._run, name="simulator-health", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        """Check now instead of at the next tick (a caller has no replica to go to)."""
-        self._woken.set()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._woken.set()
-
-    def join(self) -> None:
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
-        timeout, replicas = max(self._interval_s, 1.0), self._replicas
-        try:
-            while not self._stopped.is_set():
-                started = time.monotonic()
-                try:
-                    self._keep_streams_open(request)
-                    checks = [
-                        r.health.Check.future(request, timeout=timeout, metadata=self._metadata) for r in replicas
-                    ]
-                except ValueError:  # a channel closed under us: the client is closing
-                    if self._stopped.is_set():
-                        return
-                    raise
-                for replica, check in zip(replicas, checks, strict=True):
-                    self._apply(replica, check, started)
-                self._woken.wait(max(self._interval_s - (time.monotonic() - started), 0.0))
-                self._woken.clear()
-        finally:
-            for stream in self._streams:  # an abandoned client's channels must be free to close
-                if stream is not None:
-                    stream.cancel()
-
-    def _keep_streams_open(self, request: health_pb2.HealthCheckRequest) -> None:
-        for index, replica in enumerate(self._replicas):
-            stream = self._streams[index]
-            if stream is None or stream.done():
-                self._streams[index] = replica.health.Watch(request, metadata=self._metadata)
-
-    def _apply(self, replica: _Replica, check: grpc.Future, started: float) -> None:
-        try:
-            status = check.result().status
-        except grpc.RpcError as exc:
-            if self._stopped.is_set():
-                return
-            up, reason = False, f"health check: {exc.code().name}: {exc.details()}"
-        else:
-            up = status == health_pb2.HealthCheckResponse.SERVING
-            reason = "" if up else f"health: {health_pb2.HealthCheckResponse.ServingStatus.Name(status)}"
-        with self._lock:
-            if up and started <= replica.down_at:
-                return
-            if not up and replica.up:
-                replica.down_at = time.monotonic()
-            replica.up, replica.reason = up, reason
-
-
-def least_loaded(replicas: Sequence[_Replica], tried: set[int], turn: int, limit: int | None = None) -> _Replica | None:
-    """The live replica with the fewest calls in flight (below `limit`), preferring ones this call has not tried.
-
-    None when no live replica has room. Ties rotate with `turn`, so an idle farm still spreads a batch instead of
-    loading the first replica first.
-    """
-    live = [r for r in replicas if r.up and (limit is None or r.inflight < limit)]
-    if not live:
-        return None
-    candidates = [r for r in live if r.index not in tried] or live
-    size = len(replicas)
-    return min(candidates, key=lambda r: (r.inflight, (r.index - turn) % size))
-
-
-def _new_replica(index: int, address: str, credentials: grpc.ChannelCredentials | None, options: list) -> _Replica:
-    if credentials is None:
-        channel = grpc.insecure_channel(address, options=options)
-    else:
-        channel = grpc.secure_channel(address, credentials, options=options)
-    return _Replica(index, address, channel, pb_grpc.SimulatorServiceStub(channel), health_pb2_grpc.HealthStub(channel))
-
-
-def _channel_credentials(root_cert: bytes | str | Path | None) -> grpc.ChannelCredentials | None:
-    if root_cert is None:
-        return None
-    if isinstance(root_cert, bytes):
-        return grpc.ssl_channel_credentials(root_certificates=root_cert)
-    try:
-        return grpc.ssl_channel_credentials(root_certificates=Path(root_cert).read_bytes())
-    except OSError as exc:
-        raise ValueError(f"cannot read the simulator's TLS root certificate {root_cert}: {exc}") from exc
 
 
 def _identity(call: ToolCallRequest) -> tuple:

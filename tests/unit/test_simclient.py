@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from mtr.simclient import SimulatorClient, ToolResult, _Call, _Replica, _split, least_loaded
+from mtr.simclient import SimulatorClient, ToolResult, _Call, _split
+from mtr.simreplicas import Replica, least_loaded
 
 
-def _replicas(*states: tuple[bool, int]) -> list[_Replica]:
-    return [_Replica(i, f"r{i}", None, None, None, inflight=n, up=up) for i, (up, n) in enumerate(states)]
+def _replicas(*states: tuple[bool, int]) -> list[Replica]:
+    return [Replica(i, f"r{i}", None, None, None, inflight=n, up=up) for i, (up, n) in enumerate(states)]
 
 
 def test_least_outstanding_replica_wins():
