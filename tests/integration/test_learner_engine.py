@@ -11,13 +11,15 @@ import grpc
 import pytest
 import torch
 
-from learner.batches import TrainSequence, collate, plan_micro_batches, shared_prefix_length, validate_sequences
-from learner.engine import LearnerError, PolicyLearner, warmup_cosine_lr
+from learner.batches import TrainSequence, collate, plan_micro_batches, shared_prefix_length
+from learner.engine import LearnerError, PolicyLearner
 from learner.forward import final_hidden_feeds_head
 from mtr.config import LearnerConfig
 from mtr.grpcutil import BackgroundServer
 from mtr.v1 import learner_service_pb2 as pb
 from mtr.v1 import learner_service_pb2_grpc as pb_grpc
+
+pytestmark = pytest.mark.integration
 
 
 def _batch(lengths=(48, 40, 32, 24), seed: int = 0, vocab: int = 500) -> list[TrainSequence]:
@@ -50,57 +52,9 @@ def _learner(model_dir, total_steps: int = 10, **overrides) -> PolicyLearner:
     return PolicyLearner(model_dir, LearnerConfig(**{"warmup_steps": 0, **overrides}), total_steps=total_steps)
 
 
-# Pure helpers of the engine (no engine needed).
-
-
-def test_micro_batches_respect_the_token_budget():
-    lengths = [100, 30, 60, 90, 40]
-    batches = plan_micro_batches(lengths, budget_tokens=256)
-    assert sorted(i for batch in batches for i in batch) == list(range(5))
-    for batch in batches:
-        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 256
-    assert plan_micro_batches([300, 10], budget_tokens=256) == [[0], [1]]
-
-
-def test_shared_prefix_stops_at_the_first_difference_or_policy_token():
-    prompt = list(range(20))
-    rows = [TrainSequence(prompt + [50 + i, 60, 70], [0] * 20 + [1, 1, 1]) for i in range(3)]
-    assert shared_prefix_length(rows) == 20
-    assert shared_prefix_length(rows[:1]) == 0  # one row shares nothing
-    early_policy = TrainSequence(prompt + [50, 60], [0] * 12 + [1] * 10)
-    assert shared_prefix_length([*rows, early_policy]) == 12
-    other_prompt = TrainSequence([0, 1, 2, 99] + prompt[4:] + [50], [0] * 20 + [1])
-    assert shared_prefix_length([*rows, other_prompt]) == 3
-
-
-def test_warmup_then_cosine_schedule():
-    rates = [warmup_cosine_lr(step, peak=1.0, warmup_steps=2, total_steps=10) for step in range(12)]
-    assert rates[0] < rates[1] < rates[2] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(rates[2:], rates[3:], strict=False))
-    assert rates[-1] == pytest.approx(0.1)  # floor past the end of the schedule
-
-
-@pytest.mark.parametrize(
-    "sequence, grpo, message",
-    [
-        (TrainSequence([1, 2, 3], [0, 1]), False, "loss_mask has 2 entries for 3 tokens"),
-        (TrainSequence([1, 2, 3], [0, 0, 0]), False, "no 1"),
-        (TrainSequence([1, 2, 3], [1, 1, 0]), False, "first token"),
-        (TrainSequence([1, 2, 99999], [0, 1, 1]), False, "token id 99999 outside"),
-        (TrainSequence([1, 2, 3], [0, 1, 1]), True, "needs old_logprobs"),
-        (TrainSequence([1, 2, 3], [0, 1, 1], [0.0, -1.0]), True, "old_logprobs has 2 entries"),
-        (TrainSequence([1, 2, 3], [0, 1, 1], [0.0, float("nan"), -1.0]), True, r"old_logprobs\[1\]"),
-    ],
-)
-def test_malformed_sequences_are_rejected_with_a_reason(sequence, grpo, message):
-    with pytest.raises(ValueError, match=message):
-        validate_sequences([sequence], vocab_size=1000, grpo=grpo)
-
-
 # The engine itself.
 
 
-@pytest.mark.integration
 def test_sft_loss_goes_down_and_weights_change(tiny_model_dir):
     learner = _learner(tiny_model_dir, lr=1e-2)
     batch = _batch()
@@ -117,7 +71,6 @@ def test_sft_loss_goes_down_and_weights_change(tiny_model_dir):
     assert learner.sft_step(batch).learning_rate == pytest.approx(3e-3)
 
 
-@pytest.mark.integration
 def test_gradient_accumulation_over_micro_batches_equals_one_batch(tiny_model_dir):
     batch = _batch(lengths=(100, 90, 60, 40, 33))
     assert len(plan_micro_batches([len(s.token_ids) for s in batch], 256)) > 1
@@ -131,7 +84,6 @@ def test_gradient_accumulation_over_micro_batches_equals_one_batch(tiny_model_di
     assert all(torch.allclose(weights_a[name], weights_b[name], atol=1e-6) for name in weights_a)
 
 
-@pytest.mark.integration
 def test_rank_arguments_padding_and_normalizer_change_nothing_alone(tiny_model_dir):
     """As one rank of a group: zero-weight padding micro-batches and an explicit normalizer equal to the
     step's own masked-token count give the plain step; a rank without sequences still steps, adding no loss."""
@@ -149,7 +101,6 @@ def test_rank_arguments_padding_and_normalizer_change_nothing_alone(tiny_model_d
     assert (empty.loss, empty.tokens, padded.version) == (0.0, 0, 2)
 
 
-@pytest.mark.integration
 def test_grpo_step_with_random_advantages(tiny_model_dir):
     learner = _learner(tiny_model_dir, lr=1e-3)
     g = torch.Generator().manual_seed(1)
@@ -168,7 +119,6 @@ def test_grpo_step_with_random_advantages(tiny_model_dir):
     assert learner.version == 1
 
 
-@pytest.mark.integration
 def test_named_weights_checksum_and_saved_checkpoint_agree(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -188,7 +138,6 @@ def test_named_weights_checksum_and_saved_checkpoint_agree(tiny_model_dir, tmp_p
         learner.save_hf(tmp_path / "other")
 
 
-@pytest.mark.integration
 def test_non_finite_loss_stops_the_learner(tiny_model_dir):
     learner = _learner(tiny_model_dir)
     with torch.no_grad():
@@ -209,7 +158,6 @@ def _to_proto(sequence: TrainSequence) -> pb.TrainSequence:
     )
 
 
-@pytest.mark.integration
 def test_grpc_train_step_status_and_checkpoint(tiny_model_dir, tmp_path):
     from learner.service import create_server
     from mtr.broadcast import PublishInfo
@@ -282,7 +230,6 @@ def test_grpc_train_step_status_and_checkpoint(tiny_model_dir, tmp_path):
 # GRPO at full strength: KL to the frozen reference, zero-signal steps, the loss mask, resume.
 
 
-@pytest.mark.integration
 def test_kl_is_zero_at_the_reference_snapshot_and_grows_with_training(tiny_model_dir):
     learner = _learner(tiny_model_dir, lr=1e-3, precision="float32")
     assert not learner.has_reference
@@ -296,7 +243,6 @@ def test_kl_is_zero_at_the_reference_snapshot_and_grows_with_training(tiny_model
         learner.grpo_step(_grpo(_batch(), seed=5), kl_coef=-1.0)
 
 
-@pytest.mark.integration
 def test_large_kl_coef_with_zero_advantages_pulls_the_policy_back(tiny_model_dir):
     """Distance to the reference is the KL on a fixed batch (what the term minimizes), measured before the step
     (the step's own `kl`) and after it (the next step's `kl`, on the same batch). Weight-space L2 is no such
@@ -320,7 +266,6 @@ def test_large_kl_coef_with_zero_advantages_pulls_the_policy_back(tiny_model_dir
     assert after.kl < 0.9 * before.kl
 
 
-@pytest.mark.integration
 def test_all_zero_advantages_without_kl_give_a_zero_update(tiny_model_dir):
     """What an all-equal-reward group sends: no gradient, and (fresh optimizer, no weight decay) no change."""
     learner = _learner(tiny_model_dir, lr=1e-2, precision="float32")
@@ -344,7 +289,6 @@ def _edit(sequence: TrainSequence, **changes) -> TrainSequence:
     return TrainSequence(fields["token_ids"], sequence.loss_mask, fields["old_logprobs"], fields["advantage"])
 
 
-@pytest.mark.integration
 def test_loss_mask_is_respected_exactly(tiny_model_dir, tmp_path):
     """Three steps from one restored state (a reference exists, kl_coef > 0): the given traces, the same traces
     with sampler log-probs changed at every mask-0 position and token ids changed after the last policy token,
@@ -380,7 +324,6 @@ def test_loss_mask_is_respected_exactly(tiny_model_dir, tmp_path):
     assert step_from_state(context_token + traces[1:])[:3] != base[:3]
 
 
-@pytest.mark.integration
 def test_masked_output_projection_trains_like_the_full_one(tiny_model_dir):
     """The learner projects to the vocabulary only where the loss mask is 1; a learner made to project every
     position takes the same GRPO steps (with a KL reference, so its log-probs take the same route)."""
@@ -397,7 +340,6 @@ def test_masked_output_projection_trains_like_the_full_one(tiny_model_dir):
         assert kl_a == pytest.approx(kl_b, rel=1e-3, abs=1e-7)
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("zero_stage", [2, 3])
 def test_shared_prompt_prefix_trains_like_separate_rows(tiny_model_dir, zero_stage):
     """Rows sharing a 24-token prompt (as a GRPO group does): running the prompt once for all rows gives the
@@ -429,7 +371,6 @@ def test_shared_prompt_prefix_trains_like_separate_rows(tiny_model_dir, zero_sta
     assert results[0][1][2] > 0  # the second step's KL is measured, through the shared prefix too
 
 
-@pytest.mark.integration
 def test_state_with_reference_continues_exactly(tiny_model_dir, tmp_path):
     a = _learner(tiny_model_dir, lr=1e-3, precision="float32")
     a.grpo_step(_grpo(_batch(), seed=1), clip_eps=0.2, kl_coef=0.2)
@@ -477,7 +418,6 @@ def _served(learner: PolicyLearner) -> dict[str, bytes]:
     return {p.name: bytes(p.data) for p in pack_state_dict(learner.named_weights(), dtype=learner.config.precision)}
 
 
-@pytest.mark.integration
 def test_a_grpo_step_at_the_default_settings_changes_the_weights_the_rollout_loads(tiny_model_dir):
     """Learner and GRPO at their config defaults (GRPO's own rate, fresh moments): the packed served-dtype weights
     differ after one step, and the publish reports how many values changed."""
@@ -506,7 +446,6 @@ def test_a_grpo_step_at_the_default_settings_changes_the_weights_the_rollout_loa
     assert learner.publish(1, "local").changed == 0  # nothing changed since the last publish
 
 
-@pytest.mark.integration
 def test_a_grpo_step_raises_positive_and_lowers_negative_sequences(tiny_model_dir):
     learner = _learner(tiny_model_dir, precision="float32")
     learner.set_learning_rate(1e-4)
@@ -523,7 +462,6 @@ def test_a_grpo_step_raises_positive_and_lowers_negative_sequences(tiny_model_di
     assert mean_policy(after[1], rows[1]) < mean_policy(before[1], rows[1])  # advantage -1: less likely
 
 
-@pytest.mark.integration
 @pytest.mark.parametrize("zero_stage", [2, 3])
 def test_reset_optimizer_makes_the_step_that_of_a_fresh_adamw(tiny_model_dir, tmp_path, zero_stage):
     """After SFT steps, a GRPO step with reset_optimizer equals the same step of a learner built fresh from the
