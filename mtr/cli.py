@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from importlib import resources
 
@@ -244,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # SIGTERM (timeout, Kubernetes, Slurm) ends a command as Ctrl-C does: its `finally` blocks write what it has
+    # and stop its services. What a hard kill leaves behind, each command's reaper ends.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if args.command == "model":
             from mtr.modelprep import prepare_default_model
@@ -258,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CommandNotInstalled) as error:
         print(f"mtr: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("mtr: stopped (SIGTERM or Ctrl-C); what was written so far is kept", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

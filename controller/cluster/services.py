@@ -46,6 +46,7 @@ class Services:
         self.host = NODE_IP if config.cluster.ray_address else LOOPBACK
 
     def start(self, *, ray: bool = True, simulator: bool = True) -> Services:
+        ensure_reaper()  # whatever ends this process, what it starts here does not outlive it
         try:
             if simulator and self.config.simulator_placement == "ray":
                 self._start_ray()
@@ -234,3 +235,16 @@ def adapter_sync(config: RunConfig) -> dict | None:
     """The LoRA settings a rollout engine needs to take adapter-only syncs, or None when full weights travel."""
     lora = config.learner.lora
     return lora.model_dump() if lora.enabled and lora.sync == "adapter" else None
+
+
+_REAPER = None
+
+
+def ensure_reaper():
+    """One reaper per process (`controller.cluster.reaper`), started before the first service."""
+    global _REAPER
+    if _REAPER is None or _REAPER.poll() is not None:
+        from controller.cluster.reaper import start_reaper
+
+        _REAPER = start_reaper()
+    return _REAPER
