@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from importlib import resources
 
 import yaml
@@ -247,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # SIGTERM (timeout, Kubernetes, Slurm) ends a command as Ctrl-C does: its `finally` blocks write what it has
     # and stop its services. What a hard kill leaves behind, each command's reaper ends.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if args.command == "model":
             from mtr.modelprep import prepare_default_model

@@ -47,7 +47,8 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
     # SIGTERM (timeout, Kubernetes, Slurm) stops the run between two questions: the farm is stopped and the
     # report written. Only a flag is set in the handler; raising there could leave a lock of a client held.
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
         with Services(config, Path(args.out).parent / "logs").start(ray=False) as services:
             for dataset in datasets:
