@@ -22,8 +22,16 @@ _PEFT_PREFIX = "base_model.model."
 
 
 def wrap(model: torch.nn.Module, config: LoRAConfig) -> torch.nn.Module:
-    """`model` with adapters on `config.target_modules`; only the adapters require gradients."""
+    """`model` with adapters on `config.target_modules`; only the adapters require gradients. A target that
+    names no linear layer of the model is an error that lists the ones it has."""
     from peft import LoraConfig, get_peft_model
+
+    linear = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    missing = sorted(set(config.target_modules) - linear)
+    if missing:
+        raise ValueError(
+            f"learner.lora.target_modules {missing} name no linear layer of this model; it has {sorted(linear)}"
+        )
 
     lora = LoraConfig(
         r=config.rank,

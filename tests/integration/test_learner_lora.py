@@ -94,3 +94,8 @@ def test_a_lora_state_holds_the_adapters_and_continues_exactly(tiny_model_dir, t
     got = b.grpo_step(_grpo(_batch(seed=3), seed=3), clip_eps=0.2, kl_coef=0.1)
     assert (got.loss, got.kl, got.grad_norm) == (expected.loss, expected.kl, expected.grad_norm)
     assert b.checksum("float32") == a.checksum("float32")
+
+
+def test_a_target_module_the_model_lacks_is_named(tiny_model_dir):
+    with pytest.raises(ValueError, match=r"target_modules \['c_attn'\] name no linear layer.*q_proj"):
+        _learner(tiny_model_dir, target_modules=["q_proj", "c_attn"])
