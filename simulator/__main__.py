@@ -2,4 +2,6 @@
 
 from simulator.main import main
 
-raise SystemExit(main())
+# Guarded: a model ToolActor's vLLM engine starts its own processes by spawning, which imports this module again.
+if __name__ == "__main__":
+    raise SystemExit(main())
