@@ -160,6 +160,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 async def build_server(args: argparse.Namespace, address: str):
     """The replica's world, backends, metrics and gRPC server on `address`, as `serve` and a Ray-placed replica
     both start it; returns (metrics, (server, port))."""
+    import asyncio
+
     import bm25s  # noqa: F401  (it sets its own logger to DEBUG when imported; quieted before indexing)
 
     from mtr.world import generate_world
@@ -169,7 +171,8 @@ async def build_server(args: argparse.Namespace, address: str):
 
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     credentials = server_credentials(args.tls_cert, args.tls_key) if args.tls_cert else None
-    toolmaker, actor = _backends(args, generate_world(args.world_seed).documents)
+    # Built off the event loop: a model actor starts a vLLM engine, which must not find a running loop.
+    toolmaker, actor = await asyncio.to_thread(_backends, args, generate_world(args.world_seed).documents)
     metrics = SimulatorMetrics()
     started = await create_server(
         address,
