@@ -30,6 +30,7 @@ def pipeline(tiny_model_dir, tmp_path_factory):
             "learner.lora.enabled=true",
             "learner.lora.rank=8",
             "rollout.max_model_len=1024",
+            "rollout.kv_cache_gib=1",
         ]
     )
     pipe = Pipeline(config, str(tiny_model_dir))
