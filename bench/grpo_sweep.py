@@ -85,7 +85,8 @@ def summarize(name: str, run_dir: Path, wall_seconds: float | None, steps: int, 
     return {
         "variant": name,
         "changes": VARIANTS[name][0],
-        "steps": steps,
+        "steps": steps,  # planned (the LR schedule's length); a stopped run records how far it got below
+        "steps_done": len(document.get("grpo_steps", [])),
         "eval_every": eval_every,
         "overrides": VARIANTS[name][1],
         "provenance": document["provenance"],
