@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     # --resume: checkpoints an interrupted run already evaluated are read back, not evaluated again.
     eval_seconds = _mtr("eval", *models, "--out", str(eval_dir), "--resume")
     evaluation = json.loads((eval_dir / "eval.json").read_text())
-    by_stage = {row["stage"]: row for row in evaluation["rows"]}
+    by_stage = {row.get("model", row.get("stage")): row for row in evaluation["rows"]}  # mtr eval names it "model"
     gains = {(g["before"], g["after"]): g for g in evaluation.get("gains", [])}
     loss_by_step = losses(sft_dir)
     checkpoints = []
