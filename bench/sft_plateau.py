@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 "em_ci": row["em_ci"],
                 "n": row["n"],
                 "gain_over_previous": gain
-                and {"gain": gain["gain"], "ci": gain["gain_ci"], "n_paired": gain["n_paired"]},
+                and {"gain": gain["gain"], "gain_ci": gain["gain_ci"], "n_paired": gain["n_paired"]},
             }
         )
         previous = stage
