@@ -81,7 +81,7 @@ def build_parser(prog: str = "python -m simulator") -> argparse.ArgumentParser:
     serve.add_argument("--actor-model", help="--actor model: the ToolActor checkpoint (`mtr simulator train`).")
     serve.add_argument("--actor-max-tokens", type=int, default=384, help="--actor model: token cap per observation.")
     serve.add_argument("--actor-dtype", default="auto", help="--actor model: engine dtype (auto: bf16 where native).")
-    serve.add_argument("--actor-kv-cache-gib", type=float, default=1.0, help="--actor model: CPU KV cache (GiB).")
+    serve.add_argument("--actor-kv-cache-gib", type=int, default=1, help="--actor model: CPU KV cache (whole GiB).")
     serve.add_argument("--llm-url", help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) for llm backends.")
     serve.add_argument("--llm-model", help="Model name served at --llm-url.")
     serve.add_argument("--llm-api-key", help="API key of --llm-url (default: $OPENAI_API_KEY, else none).")

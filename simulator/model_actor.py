@@ -52,11 +52,11 @@ class ObservationGenerator(Protocol):
 class VLLMObservationGenerator:
     """Greedy, schema-constrained chat generation with vLLM (the CPU build here, the CUDA one on GPUs)."""
 
-    def __init__(self, model_path: str, *, max_tokens: int, dtype: str, kv_cache_gib: float, seed: int) -> None:
+    def __init__(self, model_path: str, *, max_tokens: int, dtype: str, kv_cache_gib: int, seed: int) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(kv_cache_gib)))  # vLLM takes whole GiB
         from vllm import LLM
 
         kwargs = dict(model=model_path, dtype=dtype, max_model_len=2048, seed=seed, enable_prefix_caching=True)

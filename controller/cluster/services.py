@@ -13,6 +13,8 @@ raylet timeout).
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -77,6 +79,14 @@ class Services:
         else:
             start_local_ray(num_cpus=cluster.num_cpus, namespace="mtr")
         self._started_ray = True
+        # ray.init installs a SIGTERM handler that exits at once; keep SIGTERM acting as Ctrl-C (the mtr CLI's
+        # choice), so `finally` blocks still write what they have and stop what was started.
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) not in (
+            signal.SIG_DFL,
+            signal.SIG_IGN,
+            None,
+        ):
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     # -- roles ------------------------------------------------------------------------------------------------
     def launch(self, spec: RoleSpec):

@@ -73,7 +73,7 @@ def test_a_trained_tool_model_serves_calls_from_its_weights(tmp_path, tiny_model
     summary = json.loads((final / "toolmodel.json").read_text())
     assert summary["pairs"] == sum(p["split"] == "train" for p in pairs) and summary["steps"] == 2
 
-    config = SimulatorConfig(actor="model", actor_model=str(final), actor_max_tokens=48)
+    config = SimulatorConfig(actor="model", actor_model=str(final), actor_max_tokens=48, tools="task")
     farm = LocalSimulatorFarm(config, world_seed=0, log_dir=tmp_path / "logs")
     farm.start()
     try:
