@@ -85,3 +85,9 @@ def test_the_core_never_imports_the_services_above_it():
 def test_the_checks_can_fail():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
     assert circles(graph) == [["a", "b", "c", "a"]]
+
+
+def test_test_modules_have_unique_basenames():
+    """pytest imports test files by basename (no packages under tests/): two of a name break collection."""
+    names = [path.name for path in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
