@@ -179,7 +179,7 @@ def test_llm_teacher_writes_through_the_farm_and_counts_rejections(vllm_url, tmp
     argv = ["synth", "--data", "synthetic", "--limit", "2", "--teacher", "llm", "--llm-url", vllm_url]
     argv += ["--llm-model", _MODEL, "--out", str(out), "--set", "synth.attempts=1", "--set", "synth.max_turns=2"]
     argv += ["--set", "synth.max_tokens_per_turn=24", "--set", f"runs_dir={tmp_path}"]
-    assert main(argv) == 0
+    assert main(argv) == 1  # nothing accepted is not a success (issue 18: no silent zero); the report is written
     ledger = [json.loads(line) for line in out.with_name("traces.ledger.jsonl").read_text().splitlines()]
     assert [e["status"] for e in ledger] == ["rejected", "rejected"]
     assert all(e["teacher"] == "llm" for e in ledger)
