@@ -1,6 +1,8 @@
 """`mtr synth`: Stage 0. The AutoAgent writes traces for the train datasets through the simulator farm.
 
-Starts the simulator farm (no Ray: synthesis needs no model of ours), asks the ToolMaker for each
+Starts the simulator farm (local processes; on a Ray cluster, when one is given by --ray-address or
+RAY_ADDRESS, placed by `simulator.placement` 'auto' onto it, and an unreachable one fails within
+`cluster.connect_timeout_s`; synthesis needs no model of ours), asks the ToolMaker for each
 question's tools, lets the teacher (oracle or LLM) write a trace, keeps it only if it passes rejection
 sampling, and records every decision in a ledger so a re-run picks up where the last one stopped.
 """
@@ -29,7 +31,6 @@ log = logging.getLogger("mtr.synth")
 
 
 def main(config: RunConfig, args: argparse.Namespace) -> int:
-    config = ray_free(config)
     try:
         check_output_is_not_input(Path(args.out), config.data.train)
         store = TraceStore(args.out)
@@ -84,13 +85,6 @@ def no_questions(datasets) -> str:
         first = f"; first: {d.skipped[0]}" if d.skipped else ""
         parts.append(f"{d.spec}: 0 questions, {len(d.skipped)} rows skipped{first}")
     return "no usable question in the train datasets (" + "; ".join(parts) + ")"
-
-
-def ray_free(config: RunConfig) -> RunConfig:
-    """Synthesis needs no Ray: a Ray address in the environment must not move an `auto` farm onto a cluster."""
-    if config.simulator.placement != "auto" or config.simulator.addresses:
-        return config
-    return config.model_copy(update={"simulator": config.simulator.model_copy(update={"placement": "local"})})
 
 
 def check_output_is_not_input(out: Path, specs) -> None:

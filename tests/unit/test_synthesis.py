@@ -205,13 +205,3 @@ def test_llm_teacher_tries_again_until_a_sample_is_accepted():
     teacher, chat = _teacher(["<think>a</think>\n<answer>Rome", "<think>b</think>\n<answer>Paris"], attempts=2)
     assert teacher.trace(TASK, _Simulator()).answer == "Paris"
     assert len(chat.requests) == 2
-
-
-def test_synth_keeps_its_farm_local_when_a_ray_address_is_in_the_environment():
-    from controller.commands.synth import ray_free
-    from mtr.config import load_config
-
-    config = ray_free(load_config(overrides=["cluster.ray_address=10.0.0.9:6379"]))
-    assert config.simulator_placement == "local"
-    external = load_config(overrides=["simulator.addresses=['10.0.0.8:50100']"])
-    assert ray_free(external).simulator_placement == "external"
