@@ -167,3 +167,20 @@ def run_measurement(module: str, arguments: list[str], env: dict[str, str], what
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{what} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(lines[-1].removeprefix(RESULT_PREFIX))
+
+
+def run_mtr(*argv: str) -> float:
+    """One `mtr` command in its own process (alone on the machine, as benchmarks want); returns its wall seconds."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "mtr.cli", *argv], check=True)
+    return time.perf_counter() - start
+
+
+def question_em(eval_traces: Path) -> dict[str, dict[str, float]]:
+    """stage -> task id -> EM, from one-row-per-question eval trace files (GRPO's eval.jsonl, mtr eval's)."""
+    by_stage: dict[str, dict[str, float]] = {}
+    for line in eval_traces.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            by_stage.setdefault(row["stage"], {})[row["task_id"]] = float(row["exact_match"])
+    return by_stage

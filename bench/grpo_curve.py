@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
-from bench.common import RESULTS_DIR, write_results
+from bench.common import RESULTS_DIR, question_em, write_results
 from bench.record_run import provenance
 from controller.reports.grpocurve import GRPOCurve
 from controller.scoring.intervals import bootstrap_mean, paired_difference
@@ -34,10 +33,7 @@ def per_step(run: Path) -> list[dict]:
 
 def evaluated(run: Path) -> list[dict]:
     """EM per evaluated step with its interval, and the paired gain over step 0 on the same questions."""
-    by_stage: dict[str, dict[str, float]] = defaultdict(dict)
-    for line in (run / "traces" / "eval.jsonl").read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        by_stage[row["stage"]][row["task_id"]] = float(row["exact_match"])
+    by_stage = question_em(run / "traces" / "eval.jsonl")
     stages = sorted(by_stage, key=lambda name: int(name.split("-")[-1]))
     start = by_stage[stages[0]]
     rows = []

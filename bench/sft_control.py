@@ -16,38 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
-import time
-from collections import defaultdict
 from pathlib import Path
 
-from bench.common import RESULTS_DIR, write_results
+from bench.common import RESULTS_DIR, question_em, run_mtr, write_results
 from bench.record_run import provenance
 from controller.scoring.intervals import bootstrap_mean, paired_difference
 
 CONTROL_LABEL = "sft-control"
 
 
-def _mtr(*argv: str) -> float:
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mtr.cli", *argv], check=True)
-    return time.perf_counter() - start
-
-
 def _events(run_dir: Path, event: str) -> list[dict]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return [row for row in rows if row.get("event") == event]
-
-
-def question_em(eval_traces: Path) -> dict[str, dict[str, float]]:
-    """stage -> task id -> EM, from one-row-per-question eval trace files (GRPO's eval.jsonl, mtr eval's)."""
-    by_stage: dict[str, dict[str, float]] = defaultdict(dict)
-    for line in eval_traces.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            by_stage[row["stage"]][row["task_id"]] = float(row["exact_match"])
-    return dict(by_stage)
 
 
 def grpo_training_seconds(grpo_run: Path, last_step: int) -> float:
@@ -132,15 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     per_step = sft_seconds_per_step(args.sft_run)
     steps = max(1, round(grpo_seconds / per_step))
     traces = args.out_root / "traces.jsonl"
-    _mtr("synth", "--out", str(traces))  # every training question; resumable
+    run_mtr("synth", "--out", str(traces))  # every training question; resumable
     sft_dir = args.out_root / "sft"
     argv_sft = ["sft", "--traces", str(traces), "--out", str(sft_dir)]
     argv_sft += ["--set", f"model.path={args.model}", "--set", f"sft.steps={steps}"]
     if (sft_dir / "checkpoints").exists():
         argv_sft.append("--resume")
-    control_seconds = _mtr(*argv_sft)
+    control_seconds = run_mtr(*argv_sft)
     eval_dir = args.out_root / "eval"
-    _mtr("eval", "--model", f"{CONTROL_LABEL}={sft_dir / 'checkpoints' / 'final'}", "--out", str(eval_dir), "--resume")
+    run_mtr(
+        "eval", "--model", f"{CONTROL_LABEL}={sft_dir / 'checkpoints' / 'final'}", "--out", str(eval_dir), "--resume"
+    )
     control = question_em(eval_dir / "traces" / f"{CONTROL_LABEL}-synthetic.jsonl")[CONTROL_LABEL]
     document = {
         "provenance": provenance(sft_dir),

@@ -12,20 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from bench.common import RESULTS_DIR, write_results
+from bench.common import RESULTS_DIR, run_mtr, write_results
 from bench.record_run import provenance
 from mtr.config import load_config
-
-
-def _mtr(*argv: str) -> float:
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mtr.cli", *argv], check=True)
-    return time.perf_counter() - start
 
 
 def losses(sft_dir: Path) -> dict[int, float]:
@@ -63,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     argv_sft = ["sft", "--traces", str(args.traces), "--out", str(sft_dir), "--set", f"sft.save_every={quarter}"]
     if (sft_dir / "checkpoints").exists():
         argv_sft.append("--resume")
-    sft_seconds = _mtr(*argv_sft)
+    sft_seconds = run_mtr(*argv_sft)
     points = [quarter * k for k in range(1, 4) if quarter * k < steps] + [steps]
     models = []
     for step in points:
         name = "final" if step == steps else f"step-{step:06d}"
         models += ["--model", f"sft-{step}={sft_dir / 'checkpoints' / name}"]
     # --resume: checkpoints an interrupted run already evaluated are read back, not evaluated again.
-    eval_seconds = _mtr("eval", *models, "--out", str(eval_dir), "--resume")
+    eval_seconds = run_mtr("eval", *models, "--out", str(eval_dir), "--resume")
     evaluation = json.loads((eval_dir / "eval.json").read_text())
     by_stage = {row.get("model", row.get("stage")): row for row in evaluation["rows"]}  # mtr eval names it "model"
     gains = {(g["before"], g["after"]): g for g in evaluation.get("gains", [])}

@@ -14,34 +14,20 @@ sim-to-real gap; ZeroSearch's 3B simulator: −2.3 points), and each policy's si
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from bench.common import RESULTS_DIR, write_results
+from bench.common import RESULTS_DIR, question_em, run_mtr, write_results
 from controller.scoring.intervals import bootstrap_mean, paired_difference
 
 TRAINED_AGAINST = ("grounded", "simulated", "base-actor")
 EVALUATED_WITH = ("real", "simulated")
 
 
-def _mtr(*argv: str) -> float:
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mtr.cli", *argv], check=True)
-    return time.perf_counter() - start
-
-
 def actor_settings(actor_model: str | None) -> list[str]:
     if actor_model is None:
         return []
     return ["--set", "simulator.actor=model", "--set", f"simulator.actor_model={actor_model}"]
-
-
-def question_em(traces: Path, stage: str) -> dict[str, float]:
-    rows = [json.loads(line) for line in traces.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {r["task_id"]: float(r["exact_match"]) for r in rows if r["stage"] == stage}
 
 
 def table(em: dict[tuple[str, str], dict[str, float]]) -> dict:
@@ -106,18 +92,18 @@ def main(argv: list[str] | None = None) -> int:
             continue
         argv_grpo = ["grpo", "--model", args.sft, "--out", str(out), "--set", f"grpo.steps={args.steps}"]
         argv_grpo += actor_settings(actor_model) + (["--resume"] if (out / "checkpoints").exists() else [])
-        seconds[f"grpo-{policy}"] = _mtr(*argv_grpo)
+        seconds[f"grpo-{policy}"] = run_mtr(*argv_grpo)
     models = ["--model", f"sft={args.sft}"]
     for policy in TRAINED_AGAINST:
         models += ["--model", f"{policy}={args.out_root / f'grpo-{policy}' / 'checkpoints' / 'final'}"]
     em: dict[tuple[str, str], dict[str, float]] = {}
     for evaluation, actor_model in (("real", None), ("simulated", args.toolmodel)):
         out = args.out_root / f"eval-{evaluation}"
-        seconds[f"eval-{evaluation}"] = _mtr(
+        seconds[f"eval-{evaluation}"] = run_mtr(
             "eval", *models, "--out", str(out), "--resume", *actor_settings(actor_model)
         )
         for policy in ("sft", *TRAINED_AGAINST):
-            em[(policy, evaluation)] = question_em(out / "traces" / f"{policy}-synthetic.jsonl", policy)
+            em[(policy, evaluation)] = question_em(out / "traces" / f"{policy}-synthetic.jsonl")[policy]
     document = {
         "steps": args.steps,
         "sft": args.sft,
