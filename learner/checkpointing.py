@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 
 from mtr.chattemplate import apply_to as apply_chat_template
+from mtr.weights import ADAPTER_DIR
 
 # Layout of a training-state directory (see PolicyLearner.save_state).
 STATE_FILE = "mtr_state.json"  # written last: its presence marks a complete state
 STATE_FORMAT = 1
 DEEPSPEED_TAG = "deepspeed"  # DeepSpeed's module + optimizer checkpoint lives in <dir>/deepspeed/
-ADAPTER_DIR = "adapter"  # in a Hugging Face checkpoint of a LoRA learner: the adapter alone (peft format)
 REFERENCE_FILE = "reference.safetensors"  # the frozen KL reference, in training precision (when there is one)
 
 

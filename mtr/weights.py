@@ -248,3 +248,7 @@ class ServedWeightsDiff:
 def is_adapter_key(name: str) -> bool:
     """Whether a weight name is a LoRA adapter tensor (peft's names): what an adapter-only sync carries."""
     return ".lora_A." in name or ".lora_B." in name or ".lora_embedding_" in name
+
+
+# In a Hugging Face checkpoint of a LoRA learner: the adapter alone (peft format), beside the merged weights.
+ADAPTER_DIR = "adapter"

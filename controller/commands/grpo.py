@@ -27,10 +27,10 @@ from controller.stages.training import GRPOStepper, noise_setter
 from mtr.config import RunConfig
 from mtr.datasets import DatasetError
 from mtr.modelprep import ModelPrepError, resolve_model_path
+from mtr.weights import ADAPTER_DIR
 
 log = logging.getLogger("mtr.grpo")
 
-ADAPTER_DIR = "adapter"  # where a LoRA learner's checkpoint keeps its adapter (learner.checkpointing)
 
 STATE_FILE = "grpo_state.json"
 
