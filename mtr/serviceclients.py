@@ -19,7 +19,14 @@ from mtr.v1 import rollout_service_pb2_grpc as rpb_grpc
 
 
 class ServiceError(RuntimeError):
-    """A service call failed; the message names the service address, the method and the gRPC status."""
+    """A service call failed; the message names the service address, the method and the gRPC status.
+
+    `code` keeps the status so a caller can tell a process that is gone (UNAVAILABLE: retry elsewhere) from a
+    request that is wrong (INVALID_ARGUMENT: would fail anywhere)."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class _Client:
@@ -32,7 +39,8 @@ class _Client:
         try:
             return method(request, timeout=timeout_s or self.timeout_s, wait_for_ready=True)
         except grpc.RpcError as error:
-            raise ServiceError(f"{name} on {self.address} failed: {error.code().name}: {error.details()}") from None
+            code = error.code()
+            raise ServiceError(f"{name} on {self.address} failed: {code.name}: {error.details()}", code) from None
 
     def close(self) -> None:
         self._channel.close()

@@ -83,6 +83,11 @@ class ControllerMetrics:
         self.stale_dropped = Counter(
             "mtr_grpo_stale_traces_dropped", "Traces older than grpo.max_staleness, not trained on.", registry=r
         )
+        self.rollout_workers_lost = Counter(
+            "mtr_rollout_workers_lost",
+            "Rollout workers that died during the run (their groups were generated again on the others).",
+            registry=r,
+        )
         self.curriculum_level = Gauge("mtr_curriculum_level", "Hardest hop count GRPO samples now.", registry=r)
         self.stage = Gauge("mtr_stage_info", "1 for the stage the run is in.", ["stage"], registry=r)
         self.simulator_replicas = Gauge(

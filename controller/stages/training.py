@@ -164,8 +164,14 @@ class GRPOStepper:
         self.learner_version = learner.status().version if learner_version is None else learner_version
         self.loaded_version = self.learner_version  # what the rollout workers run
         self._publish_seconds = 0.0
+        if isinstance(rollout, RolloutPool):
+            rollout.on_lost = self._worker_lost
         # The next update starts from fresh optimizer moments (once per Stage 2; saved with a GRPO checkpoint).
         self.reset_optimizer_pending = config.grpo.reset_optimizer
+
+    def _worker_lost(self, address: str, reason: str) -> None:
+        self.metrics.rollout_workers_lost.inc()
+        self.run_dir.log("rollout_worker_lost", self.learner_version, address=address, reason=reason)
 
     def sampling(self, step: int, draw: int = 0) -> rpb.SamplingConfig:
         r = self.config.rollout
@@ -280,6 +286,7 @@ class GRPOStepper:
             "stale_dropped": len(batch.trainable) - len(fresh),
             "staleness_max": max(staleness, default=0),
             "policy_version": batch.response.policy_version,
+            **self._pool_record(),
             **components,
         }
         if fresh:
@@ -332,6 +339,12 @@ class GRPOStepper:
             self.learner_version,
         )
         return record
+
+    def _pool_record(self) -> dict:
+        """Workers lost and groups generated again so far (a pool's failover; nothing for one worker)."""
+        if not isinstance(self.rollout, RolloutPool):
+            return {}
+        return {"rollout_workers": len(self.rollout), "regenerated_groups": self.rollout.regenerated_groups}
 
     def sync_rollout(self) -> None:
         """Bring the rollout workers to the learner's latest version (waits for a generation in flight)."""

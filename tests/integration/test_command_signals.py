@@ -64,3 +64,74 @@ def test_sft_stopped_by_sigterm_leaves_nothing_running_and_resumes(tiny_model_di
     assert (out / "checkpoints" / "final" / "config.json").is_file()
     assert "stopped (SIGTERM or Ctrl-C)" in (tmp_path / "sft.log").read_text()
     assert os.path.getsize(out / "metrics.jsonl") > 0
+
+
+def _stop_when(command: list[str], ready, log_path, timeout_s: float = 400) -> dict[int, float]:
+    """Start `command`, SIGTERM it once `ready()` holds; assert exit 130 and that nothing it spawned outlives it."""
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert _wait(ready, timeout_s), log_path.read_text()[-3000:]
+        spawned = {p.pid: p.create_time() for p in psutil.Process(process.pid).children(recursive=True)}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(90) == 130, log_path.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert _wait(lambda: not any(_running(pid, t) for pid, t in spawned.items()), 60), "processes outlived the command"
+    assert "stopped (SIGTERM or Ctrl-C)" in log_path.read_text()
+    return spawned
+
+
+TINY_GRPO = [
+    "world.n_train=8",
+    "world.n_eval=2",
+    "eval.questions=2",
+    "model.dtype=float32",
+    "learner.precision=float32",
+    "rollout.kv_cache_gib=1",
+    "rollout.group_size=2",
+    "rollout.max_turns=2",
+    "rollout.max_tokens_per_turn=16",
+    "rollout.max_model_len=1024",
+    "grpo.questions_per_step=2",
+    "grpo.save_every=1",
+    "grpo.curriculum.enabled=false",
+]
+
+
+def test_grpo_stopped_by_sigterm_leaves_nothing_running_keeps_its_steps_and_resumes(tiny_model_dir, tmp_path):
+    out = tmp_path / "grpo"
+    command = [sys.executable, "-m", "mtr.cli", "grpo", "--model", str(tiny_model_dir), "--out", str(out)]
+    command += [arg for s in TINY_GRPO for arg in ("--set", s)]
+    first = out / "checkpoints" / "step-000001"
+    _stop_when([*command, "--set", "grpo.steps=400"], lambda: (first / "config.json").is_file(), tmp_path / "g.log")
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in logged if r["event"] == "grpo"]
+    assert steps[:1] == [0] and steps == list(range(len(steps)))  # every step it finished is on record, once
+    done = subprocess.run([*command, "--set", "grpo.steps=6", "--resume"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    after = [r["step"] for r in logged if r["event"] == "grpo"]
+    assert sorted(set(after)) == list(range(6))  # resumed from the last checkpoint: no step missing
+    assert (out / "checkpoints" / "final" / "config.json").is_file() and (out / "report.md").is_file()
+
+
+def test_eval_stopped_by_sigterm_keeps_the_finished_checkpoint_and_resume_reads_it_back(tiny_model_dir, tmp_path):
+    out = tmp_path / "eval"
+    command = [sys.executable, "-m", "mtr.cli", "eval", "--model", f"a={tiny_model_dir}"]
+    command += ["--model", f"b={tiny_model_dir}", "--data", "synthetic", "--limit", "3", "--out", str(out)]
+    for setting in ["rollout.max_turns=2", "rollout.max_tokens_per_turn=16", "rollout.max_model_len=1024"]:
+        command += ["--set", setting]
+    finished = out / "traces" / "a-synthetic.jsonl"
+    _stop_when(command, finished.is_file, tmp_path / "e.log")
+    kept = finished.read_text()
+    assert len(kept.splitlines()) == 3
+    report = json.loads((out / "eval.json").read_text())  # written by the stopped run for what it finished
+    assert [r["model"] for r in report["rows"]] == ["a"]
+    done = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "a: every dataset already evaluated" in done.stderr
+    assert finished.read_text() == kept
+    assert [r["model"] for r in json.loads((out / "eval.json").read_text())["rows"]] == ["a", "b"]

@@ -124,3 +124,46 @@ def test_grpo_async_with_two_workers_then_resume(answering_model, tmp_path):
     again = _records(resumed, "grpo")
     assert [r["step"] for r in again] == [1, 2]
     assert [r["task_ids"] for r in again] == [r["task_ids"] for r in steps[1:]]
+
+
+def _kill_one_rollout_worker_after(metrics: Path, killed: list[str], deadline_s: float = 600) -> None:
+    """Once step 0 is logged, SIGKILL one rollout worker's process (ray.kill: no clean shutdown, no restart)."""
+    import time
+
+    import ray
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if metrics.exists() and any(json.loads(line)["event"] == "grpo" for line in metrics.read_text().splitlines()):
+            for actor in ray.util.list_named_actors(all_namespaces=True):
+                if actor["name"].startswith("rollout-"):
+                    ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+                    killed.append(actor["name"])
+                    return
+        time.sleep(0.05)
+
+
+def test_a_rollout_worker_killed_mid_run_loses_no_trace_and_counts_none_twice(answering_model, tmp_path):
+    import threading
+
+    out = tmp_path / "run"
+    killed: list[str] = []
+    watcher = threading.Thread(target=_kill_one_rollout_worker_after, args=(out / "metrics.jsonl", killed))
+    watcher.start()
+    try:
+        assert _grpo(answering_model, out, "--set", "grpo.mode=sync", "--set", "grpo.steps=4") == 0
+    finally:
+        watcher.join()
+    assert killed, "no rollout worker was found to kill"
+    steps = _records(out, "grpo")
+    assert [r["step"] for r in steps] == [0, 1, 2, 3]
+    lost = _records(out, "rollout_worker_lost")
+    assert len(lost) == 1 and "UNAVAILABLE" in lost[0]["reason"]
+    assert steps[0]["rollout_workers"] == 2 and steps[-1]["rollout_workers"] == 1
+    traces = [json.loads(line) for line in (out / "traces" / "grpo.jsonl").read_text().splitlines()]
+    for record in steps:  # every group drawn has all its samples, each exactly once
+        keys = [(t["task_id"], t["sample"]) for t in traces if t["step"] == record["step"]]
+        assert len(keys) == len(set(keys)) == record["groups_drawn"] * 4 == record["traces"]
+    syncs = _records(out, "weight_sync")
+    assert syncs[-1]["workers"] == 1
+    print(f"killed {killed[0]}; regenerated groups {steps[-1]['regenerated_groups']}; traces lost 0, duplicated 0")

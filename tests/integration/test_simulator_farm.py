@@ -175,6 +175,34 @@ def test_killing_a_replica_mid_burst_loses_no_call(tmp_path):
         assert {r.replica for r in after} == {"b"}
 
 
+def test_a_replica_that_stops_answering_is_routed_around_and_rejoins(tmp_path):
+    """SIGSTOP: the replica's port still accepts connections but nothing answers before any deadline (a hung or
+    overloaded process). Its calls time out after one attempt's share of the deadline and are answered by the
+    other replica; it is marked down until its health check passes again."""
+    with (
+        _serve(tmp_path, "--name", "a", ready_name="a.json") as (slow, a),
+        _serve(tmp_path, "--name", "b", ready_name="b.json") as (_, b),
+    ):
+        with SimulatorClient(
+            [a["address"], b["address"]], timeout_s=20, attempt_timeout_s=1.0, health_interval_s=0.2
+        ) as client:
+            client.wait_ready(20)
+            os.kill(slow.pid, signal.SIGSTOP)
+            try:
+                results = client.call_many([_search(i) for i in range(200)])
+                assert len(results) == 200 and all(r.ok for r in results)  # lost: none
+                assert {r.replica for r in results} == {"b"}
+                state = client.replica_states()[0]
+                assert not state.up and "DEADLINE_EXCEEDED" in state.reason
+                after = client.call_many([_search(i) for i in range(200, 220)])
+                assert {r.replica for r in after} == {"b"} and all(r.ok for r in after)
+            finally:
+                os.kill(slow.pid, signal.SIGCONT)
+            _wait_until(lambda: client.replica_states()[0].up, 15, "replica a healthy again")
+            back = client.call_many([_search(i) for i in range(300, 340)])
+            assert "a" in {r.replica for r in back} and all(r.ok for r in back)
+
+
 def test_a_replica_that_comes_back_gets_calls_again():
     first, other = _replica("a"), _replica("b")
     port = int(first.address.rsplit(":", 1)[1])
