@@ -30,14 +30,27 @@ class ServiceError(RuntimeError):
 
 
 class _Client:
-    def __init__(self, address: str, timeout_s: float) -> None:
+    """`timeout_s` bounds a call once sent (a learner step, a rollout batch: long); `connect_timeout_s` bounds
+    the wait for a connection before it is sent. A service whose process died is reported after the second,
+    not an hour later, and the call is never sent twice (a step is not idempotent)."""
+
+    def __init__(self, address: str, timeout_s: float, connect_timeout_s: float = 30.0) -> None:
         self.address = address
         self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
         self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
 
     def _call(self, method, request, name: str, timeout_s: float | None = None):
         try:
-            return method(request, timeout=timeout_s or self.timeout_s, wait_for_ready=True)
+            grpc.channel_ready_future(self._channel).result(timeout=self.connect_timeout_s)
+        except grpc.FutureTimeoutError:
+            raise ServiceError(
+                f"{name} on {self.address} failed: UNAVAILABLE: no connection within {self.connect_timeout_s:.0f}s "
+                "(the service's process may have died)",
+                grpc.StatusCode.UNAVAILABLE,
+            ) from None
+        try:
+            return method(request, timeout=timeout_s or self.timeout_s)
         except grpc.RpcError as error:
             code = error.code()
             raise ServiceError(f"{name} on {self.address} failed: {code.name}: {error.details()}", code) from None
@@ -53,8 +66,8 @@ class _Client:
 
 
 class RolloutClient(_Client):
-    def __init__(self, address: str, timeout_s: float = 3600.0) -> None:
-        super().__init__(address, timeout_s)
+    def __init__(self, address: str, timeout_s: float = 3600.0, connect_timeout_s: float = 30.0) -> None:
+        super().__init__(address, timeout_s, connect_timeout_s)
         self._stub = rpb_grpc.RolloutServiceStub(self._channel)
 
     def generate_groups(
@@ -86,8 +99,8 @@ class RolloutClient(_Client):
 
 
 class LearnerClient(_Client):
-    def __init__(self, address: str, timeout_s: float = 3600.0) -> None:
-        super().__init__(address, timeout_s)
+    def __init__(self, address: str, timeout_s: float = 3600.0, connect_timeout_s: float = 30.0) -> None:
+        super().__init__(address, timeout_s, connect_timeout_s)
         self._stub = lpb_grpc.LearnerServiceStub(self._channel)
 
     def train_step(
