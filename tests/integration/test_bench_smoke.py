@@ -67,6 +67,17 @@ def test_rollout_bench_quick(tiny_model_dir, tmp_path):
     assert result["machine"]["cpu_capability"] and result["machine"]["cpu_model"] and result["machine"]["precision"]
 
 
+def test_rollout_curve_quick(tiny_model_dir, tmp_path):
+    result = _run_bench("rollout_curve", tiny_model_dir, tmp_path)
+    assert [r["sequences"] for r in result["by_batch"]] == [1, 4]
+    assert all(r["generated"] == r["sequences"] * 8 and r["tokens_per_s"] > 0 for r in result["by_batch"])
+    assert [r["prompt"] for r in result["by_prompt"]] == ["question", "rollout", "two-turns"]
+    lengths = [r["prompt_tokens"] for r in result["by_prompt"]]
+    assert lengths == sorted(lengths) and lengths[0] > 0
+    assert result["limit_tokens_per_s"] > 0 and result["parameters"] > 0
+    assert (tmp_path / "rollout_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_weightsync_bench_quick(tiny_model_dir, tmp_path):
     result = _run_bench("weightsync_bench", tiny_model_dir, tmp_path)
     assert sorted(result["methods"]) == ["collective", "lora_adapter_r16", "object_store"]
