@@ -98,7 +98,7 @@ def measure(model_path: str, dtype: str, batches: tuple[int, ...], tokens: int, 
     from mtr.config import RolloutConfig
     from rollout.vllm_engine import VLLMTurnGenerator
 
-    config = RolloutConfig(max_model_len=2048, kv_cache_gib=4)
+    config = RolloutConfig(max_model_len=2048, kv_cache_gib=4 if prompt_batch >= 64 else 1)  # 256 x 400 tokens fit in 4
     start = time.perf_counter()
     engine = VLLMTurnGenerator(model_path, config, dtype, seed=0)
     engine_start = time.perf_counter() - start
