@@ -54,6 +54,11 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
         print(f"mtr grpo: {error}", file=sys.stderr)
         return 2
     run = GRPORun(config, out, model_path)
+    if state is not None and "files" in state:  # before anything is logged: records after the checkpoint go aside
+        moved = run.run_dir.rewind(state["files"])
+        if moved:
+            log.info("records after %s moved to *.superseded (done again now): %s", checkpoint.name, moved)
+        run.run_dir.log("resume", int(state["step"]), checkpoint=str(checkpoint), superseded_bytes=moved)
     try:
         run.execute(train_sets, eval_sets, checkpoint, state)
     except Exception as error:
@@ -160,8 +165,9 @@ class GRPORun:
             "optimizer_reset_pending": self.loop.stepper.reset_optimizer_pending,
             "curve": self.curve.as_dict(),
         }
-        (target / STATE_FILE).write_text(json.dumps(state))  # written last: marks the checkpoint complete
         self.run_dir.log("checkpoint", steps_done, path=str(target))
+        state["files"] = self.run_dir.appended_sizes()  # what a resume of this checkpoint keeps of the records
+        (target / STATE_FILE).write_text(json.dumps(state))  # written last: marks the checkpoint complete
         return target
 
 

@@ -46,6 +46,10 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
         return 2
     run_dir = RunDirectory(out)
     run_dir.write_config(config)
+    if resume_from is not None:  # records logged after the checkpoint go aside: those steps are done again
+        files = json.loads((resume_from / STATE_FILE).read_text()).get("files")
+        if files is not None:
+            run_dir.log("resume", start_step, checkpoint=str(resume_from), superseded_bytes=run_dir.rewind(files))
     metrics = ControllerMetrics()
     targets = MetricsTargets.for_run(out)
     port = metrics.serve(config.cluster.metrics_port, targets=targets)
@@ -85,8 +89,9 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
                 target = out / "checkpoints" / (name or f"step-{step:06d}")
                 learner.save_checkpoint(str(target), training_state=True)
                 state = {"step": step, "traces": fingerprint, "seed": config.seed, "batch_size": config.sft.batch_size}
-                (target / STATE_FILE).write_text(json.dumps(state, indent=2))  # written last: marks it complete
                 run_dir.log("checkpoint", step, path=str(target))
+                state["files"] = run_dir.appended_sizes()  # what a resume of this checkpoint keeps of the records
+                (target / STATE_FILE).write_text(json.dumps(state, indent=2))  # written last: marks it complete
                 return target
 
             losses, _ = trainer.run(start_step, checkpoint=save, save_every=config.sft.save_every)

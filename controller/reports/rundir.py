@@ -71,6 +71,38 @@ class RunDirectory:
     def close(self) -> None:
         self._metrics.close()
 
+    def appended_sizes(self) -> dict[str, int]:
+        """Bytes in each append-only record file (metrics.jsonl, traces/*.jsonl) now: saved with a checkpoint,
+        so that resuming it can cut away what was logged after it."""
+        self._metrics.flush()
+        files = [self.path / "metrics.jsonl", *sorted((self.path / "traces").glob("*.jsonl"))]
+        return {str(f.relative_to(self.path)): f.stat().st_size for f in files if f.is_file()}
+
+    def rewind(self, sizes: dict[str, int]) -> dict[str, int]:
+        """Cut each append-only record file back to `sizes` (taken by `appended_sizes` with the checkpoint being
+        resumed); a file missing from `sizes` was started after it and is cut to nothing. The cut records are
+        what the resumed run will do again: they are moved to FILE.superseded (appended), so nothing is lost
+        and nothing is counted twice. Returns the bytes moved per file."""
+        self._metrics.close()
+        moved = {}
+        try:
+            files = [self.path / "metrics.jsonl", *sorted((self.path / "traces").glob("*.jsonl"))]
+            for path in files:
+                keep = sizes.get(str(path.relative_to(self.path)), 0)
+                size = path.stat().st_size if path.is_file() else 0
+                if size <= keep:
+                    continue
+                with path.open("rb+") as handle:
+                    handle.seek(keep)
+                    tail = handle.read()
+                    with path.with_name(path.name + ".superseded").open("ab") as aside:
+                        aside.write(tail)
+                    handle.truncate(keep)
+                moved[str(path.relative_to(self.path))] = len(tail)
+        finally:
+            self._metrics = (self.path / "metrics.jsonl").open("a", encoding="utf-8")
+        return moved
+
 
 def provenance_header(config: RunConfig) -> str:
     """YAML comments naming the machine and how the precision was chosen, so the figures of two runs on

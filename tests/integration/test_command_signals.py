@@ -101,21 +101,59 @@ TINY_GRPO = [
 ]
 
 
-def test_grpo_stopped_by_sigterm_leaves_nothing_running_keeps_its_steps_and_resumes(tiny_model_dir, tmp_path):
-    out = tmp_path / "grpo"
+def _listening_pid(port: int) -> int | None:
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
+            return connection.pid
+    return None
+
+
+def test_grpo_survives_a_killed_learner_and_a_sigterm_then_finishes_with_no_step_lost(tiny_model_dir, tmp_path):
+    """One run, two faults: its learner killed (the command fails naming it, everything it started ends), resumed
+    and stopped by SIGTERM (exit 130, nothing left running), resumed again to the end: every step on record."""
+    import re
+
+    out, log_path = tmp_path / "grpo", tmp_path / "g.log"
     command = [sys.executable, "-m", "mtr.cli", "grpo", "--model", str(tiny_model_dir), "--out", str(out)]
     command += [arg for s in TINY_GRPO for arg in ("--set", s)]
-    first = out / "checkpoints" / "step-000001"
-    _stop_when([*command, "--set", "grpo.steps=400"], lambda: (first / "config.json").is_file(), tmp_path / "g.log")
-    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    steps = [r["step"] for r in logged if r["event"] == "grpo"]
-    assert steps[:1] == [0] and steps == list(range(len(steps)))  # every step it finished is on record, once
-    done = subprocess.run([*command, "--set", "grpo.steps=6", "--resume"], capture_output=True, text=True)
+    with log_path.open("w") as log:
+        process = subprocess.Popen([*command, "--set", "grpo.steps=400"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert _wait((out / "checkpoints" / "step-000001" / "config.json").is_file, 400), log_path.read_text()[-3000:]
+        port = int(re.search(r"learner\.host:start serving at [^\s]+:(\d+)", log_path.read_text()).group(1))
+        learner = _listening_pid(port)
+        assert learner is not None, f"nothing listens on the learner's port {port}"
+        spawned = {p.pid: p.create_time() for p in psutil.Process(process.pid).children(recursive=True)}
+        os.kill(learner, signal.SIGKILL)
+        assert process.wait(180) == 1, log_path.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = log_path.read_text()
+    assert "mtr grpo failed" in text and "LearnerService" in text and "continue with --resume" in text
+    assert _wait(lambda: not any(_running(pid, t) for pid, t in spawned.items()), 60), "processes outlived mtr grpo"
+    done_before = _grpo_steps(out)
+    assert done_before[:1] == [0]
+
+    # Resumed, then stopped by SIGTERM once it has saved a step beyond where it resumed.
+    resumed = [*command, "--set", "grpo.steps=400", "--resume"]
+    beyond = out / "checkpoints" / f"step-{max(done_before) + 2:06d}" / "config.json"
+    _stop_when(resumed, beyond.is_file, tmp_path / "g2.log")
+
+    finish = max(_grpo_steps(out)) + 2
+    done = subprocess.run([*command, "--set", f"grpo.steps={finish}", "--resume"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    after = [r["step"] for r in logged if r["event"] == "grpo"]
-    assert sorted(set(after)) == list(range(6))  # resumed from the last checkpoint: no step missing
+    assert _grpo_steps(out) == list(range(finish))  # lost: none; counted twice: none (redone steps went aside)
+    traces = [json.loads(line) for line in (out / "traces" / "grpo.jsonl").read_text().splitlines()]
+    keys = [(t["step"], t["task_id"], t["sample"]) for t in traces]
+    assert len(keys) == len(set(keys)) and {t["step"] for t in traces} <= set(range(finish))
     assert (out / "checkpoints" / "final" / "config.json").is_file() and (out / "report.md").is_file()
+
+
+def _grpo_steps(out) -> list[int]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r["step"] for r in map(json.loads, lines) if r["event"] == "grpo"]
 
 
 def test_eval_stopped_by_sigterm_keeps_the_finished_checkpoint_and_resume_reads_it_back(tiny_model_dir, tmp_path):
@@ -135,40 +173,3 @@ def test_eval_stopped_by_sigterm_keeps_the_finished_checkpoint_and_resume_reads_
     assert "a: every dataset already evaluated" in done.stderr
     assert finished.read_text() == kept
     assert [r["model"] for r in json.loads((out / "eval.json").read_text())["rows"]] == ["a", "b"]
-
-
-def _listening_pid(port: int) -> int | None:
-    for connection in psutil.net_connections(kind="tcp"):
-        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
-            return connection.pid
-    return None
-
-
-def test_grpo_whose_learner_is_killed_fails_naming_it_and_resumes_from_its_last_checkpoint(tiny_model_dir, tmp_path):
-    import re
-
-    out, log_path = tmp_path / "grpo", tmp_path / "g.log"
-    command = [sys.executable, "-m", "mtr.cli", "grpo", "--model", str(tiny_model_dir), "--out", str(out)]
-    command += [arg for s in TINY_GRPO for arg in ("--set", s)]
-    first = out / "checkpoints" / "step-000001" / "config.json"
-    with log_path.open("w") as log:
-        process = subprocess.Popen([*command, "--set", "grpo.steps=400"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        assert _wait(first.is_file, 400), log_path.read_text()[-3000:]
-        port = int(re.search(r"learner\.host:start serving at [^\s]+:(\d+)", log_path.read_text()).group(1))
-        learner = _listening_pid(port)
-        assert learner is not None, f"nothing listens on the learner's port {port}"
-        spawned = {p.pid: p.create_time() for p in psutil.Process(process.pid).children(recursive=True)}
-        os.kill(learner, signal.SIGKILL)
-        assert process.wait(180) == 1, log_path.read_text()[-3000:]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    text = log_path.read_text()
-    assert "mtr grpo failed" in text and "LearnerService" in text and "continue with --resume" in text
-    assert _wait(lambda: not any(_running(pid, t) for pid, t in spawned.items()), 60), "processes outlived mtr grpo"
-    done = subprocess.run([*command, "--set", "grpo.steps=5", "--resume"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert sorted({r["step"] for r in logged if r["event"] == "grpo"}) == list(range(5))  # lost: none
