@@ -54,11 +54,15 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
         print(f"mtr grpo: {error}", file=sys.stderr)
         return 2
     run = GRPORun(config, out, model_path)
-    if state is not None and "files" in state:  # before anything is logged: records after the checkpoint go aside
-        moved = run.run_dir.rewind(state["files"])
+    # Before anything is logged: records after the checkpoint resumed (all of them, when none was complete) are
+    # of steps done again now; they go aside so no step is counted twice.
+    if state is None or "files" in state:
+        moved = run.run_dir.rewind(state["files"] if state is not None else {})
         if moved:
-            log.info("records after %s moved to *.superseded (done again now): %s", checkpoint.name, moved)
-        run.run_dir.log("resume", int(state["step"]), checkpoint=str(checkpoint), superseded_bytes=moved)
+            log.info("records of steps done again moved to *.superseded: %s", moved)
+        if state is not None or moved:
+            start = int(state["step"]) if state is not None else 0
+            run.run_dir.log("resume", start, checkpoint=str(checkpoint or ""), superseded_bytes=moved)
     try:
         run.execute(train_sets, eval_sets, checkpoint, state)
     except Exception as error:

@@ -46,10 +46,12 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
         return 2
     run_dir = RunDirectory(out)
     run_dir.write_config(config)
-    if resume_from is not None:  # records logged after the checkpoint go aside: those steps are done again
-        files = json.loads((resume_from / STATE_FILE).read_text()).get("files")
-        if files is not None:
-            run_dir.log("resume", start_step, checkpoint=str(resume_from), superseded_bytes=run_dir.rewind(files))
+    # Records logged after the checkpoint resumed (all, when there is none) go aside: those steps are done again.
+    files = json.loads((resume_from / STATE_FILE).read_text()).get("files") if resume_from is not None else {}
+    if files is not None:
+        moved = run_dir.rewind(files)
+        if resume_from is not None or moved:
+            run_dir.log("resume", start_step, checkpoint=str(resume_from or ""), superseded_bytes=moved)
     metrics = ControllerMetrics()
     targets = MetricsTargets.for_run(out)
     port = metrics.serve(config.cluster.metrics_port, targets=targets)
