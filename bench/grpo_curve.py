@@ -4,6 +4,8 @@ evaluated step, the paired gain over the start, and the mean reward and each rew
 Run: `python -m bench.grpo_curve --run runs/grpo-sweep/defaults-long` (the long run of `python -m
 bench.grpo_sweep --variants defaults-long --steps 50 --eval-every 10`, resumable). Writes
 `bench/results/grpo_curve.json` / `.md` and `grpo_curve.png` (reward per step; EM with its 95 % band).
+`--passk EVAL_DIR` adds pass@k at the start and the end: an `mtr eval --set eval.pass_samples=K` of the SFT
+start and the last checkpoint (labels `start` and `end`) on the same questions, at the rollout temperature.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ def evaluated(run: Path) -> list[dict]:
     return rows
 
 
+def pass_at_k(eval_dir: Path) -> list[dict]:
+    """The pass@k rows of an `mtr eval` with pass samples (one per model label and dataset)."""
+    return json.loads((eval_dir / "eval.json").read_text()).get("pass_at_k", [])
+
+
 def markdown(document: dict) -> str:
     lines = ["| GRPO steps | held-out EM [95 %] | gain over step 0 [paired 95 %] |", "|---:|---|---|"]
     for row in document["evaluations"]:
@@ -60,12 +67,24 @@ def markdown(document: dict) -> str:
             f"| {row['step']} | {row['em']:.3f} [{row['em_ci'][0]:.3f}, {row['em_ci'][1]:.3f}] | "
             f"{row['gain_over_start']:+.3f} [{row['gain_ci'][0]:+.3f}, {row['gain_ci'][1]:+.3f}] |"
         )
+    if document.get("pass_at_k"):
+        ks = sorted(
+            {int(key[5:]) for row in document["pass_at_k"] for key in row if key.startswith("pass@") and "_" not in key}
+        )
+        lines += ["", "| checkpoint | n | samples | temperature | " + " | ".join(f"pass@{k}" for k in ks) + " |"]
+        lines.append("|---|---:|---:|---:|" + "---|" * len(ks))
+        for row in document["pass_at_k"]:
+            cells = [f"{row[f'pass@{k}']:.3f} [{row[f'pass@{k}_ci'][0]:.3f}, {row[f'pass@{k}_ci'][1]:.3f}]" for k in ks]
+            lines.append(
+                f"| {row['model']} | {row['n']} | {row['samples']} | {row['temperature']} | " + " | ".join(cells) + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.grpo_curve", description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=Path("runs/grpo-sweep/defaults-long"))
+    parser.add_argument("--passk", type=Path, help="An `mtr eval` directory with pass@k of the start and the end.")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     steps = per_step(args.run)
@@ -75,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps_done": len(steps),
         "evaluations": evaluated(args.run),
         "steps": steps,
+        "pass_at_k": pass_at_k(args.passk) if args.passk else [],
     }
     write_results("grpo_curve", document, markdown(document), args.out_dir)
     curve = GRPOCurve.from_dict(json.loads((args.run / "grpo_curve.json").read_text()))
