@@ -51,10 +51,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 RESULTS_NAME = "grpo_sweep"
 
 
-def run_variant(name: str, model: str, out: Path, steps: int, eval_every: int) -> float:
-    """One `mtr grpo` process; returns its wall seconds."""
+def run_variant(name: str, model: str, out: Path, steps: int, eval_every: int, save_every: int | None = None) -> float:
+    """One `mtr grpo` process; returns its wall seconds. Checkpoints every `save_every` steps (default: at each
+    evaluation), so a stopped run resumes losing at most that many."""
     _, overrides = VARIANTS[name]
-    settings = [f"grpo.steps={steps}", f"grpo.eval_every={eval_every}", f"grpo.save_every={eval_every}", *overrides]
+    save = save_every or eval_every
+    settings = [f"grpo.steps={steps}", f"grpo.eval_every={eval_every}", f"grpo.save_every={save}", *overrides]
     argv = [sys.executable, "-m", "mtr.cli", "grpo", "--model", model, "--out", str(out)]
     argv += [arg for setting in settings for arg in ("--set", setting)]
     if (out / "checkpoints").exists():
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"Comma-separated, of: {', '.join(VARIANTS)}.")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--eval-every", type=int, default=6)
+    parser.add_argument("--save-every", type=int, help="Checkpoint every N steps (default: --eval-every).")
     parser.add_argument("--out-root", type=Path, default=Path("runs/grpo-sweep"))
     parser.add_argument("--record-only", action="store_true", help="Only re-read finished runs under --out-root.")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = args.out_root / name
         wall = None
         if not args.record_only:
-            wall = run_variant(name, args.model, run_dir, args.steps, args.eval_every)
+            wall = run_variant(name, args.model, run_dir, args.steps, args.eval_every, args.save_every)
         variants[name] = summarize(name, run_dir, wall, args.steps, args.eval_every)
         # Machine and precision are in each variant's provenance (its run's config.yaml header); step counts
         # differ between variants, so each carries its own.

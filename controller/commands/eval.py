@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -120,17 +121,25 @@ class Evaluation:
         sampled = {
             d.name: self._restored_pass_at_k(model.label, d, samples) if samples else None for d in self.datasets
         }
-        if all(greedy.values()) and (not samples or all(sampled.values())):
-            log.info("%s: every dataset already evaluated in %s; read back, no engine started", model.label, self.out)
-        else:
-            self._evaluate_missing(services, model, greedy, sampled)
+        try:
+            if all(greedy.values()) and (not samples or all(sampled.values())):
+                log.info(
+                    "%s: every dataset already evaluated in %s; read back, no engine started", model.label, self.out
+                )
+            else:
+                self._evaluate_missing(services, model, greedy, sampled)
+        finally:  # what finished counts in the reports even when the rest was stopped (SIGTERM while the engine stops)
+            self._keep(model.label, greedy, sampled)
+
+    def _keep(self, label: str, greedy: dict[str, EvalResult | None], sampled: dict[str, PassAtK | None]) -> None:
         for d in self.datasets:
             result = greedy[d.name]
-            self.results.append(result)
-            self.wall_seconds[f"{model.label}: {d.name}"] = result.seconds
-            if samples:
+            if result is not None:
+                self.results.append(result)
+                self.wall_seconds[f"{label}: {d.name}"] = result.seconds
+            if sampled.get(d.name) is not None:
                 self.pass_at_k.append(sampled[d.name])
-                self.wall_seconds[f"{model.label}: {d.name} pass@k"] = sampled[d.name].seconds
+                self.wall_seconds[f"{label}: {d.name} pass@k"] = sampled[d.name].seconds
 
     def _evaluate_missing(
         self,
@@ -252,11 +261,14 @@ def output_dir(config: RunConfig, out: str | None) -> Path:
 
 
 def write_jsonl(path: Path, records: Sequence[dict]) -> Path:
-    """One file per checkpoint × dataset, rewritten whole so that re-running into the same --out never doubles it."""
+    """One file per checkpoint × dataset, rewritten whole so that re-running into the same --out never doubles it;
+    written beside and renamed into place, so a stop mid-write never leaves half a file for --resume to read."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(partial, path)
     return path
 
 
