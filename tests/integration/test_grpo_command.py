@@ -127,14 +127,17 @@ def test_grpo_async_with_two_workers_then_resume(answering_model, tmp_path):
 
 
 def _kill_one_rollout_worker_after(metrics: Path, killed: list[str], deadline_s: float = 600) -> None:
-    """Once step 0 is logged, SIGKILL one rollout worker's process (ray.kill: no clean shutdown, no restart)."""
+    """Once step 0's checkpoint is logged (the next rollout starts right after), SIGKILL one rollout worker's
+    process (ray.kill: no clean shutdown, no restart)."""
     import time
 
     import ray
 
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        if metrics.exists() and any(json.loads(line)["event"] == "grpo" for line in metrics.read_text().splitlines()):
+        if metrics.exists() and any(
+            json.loads(line)["event"] == "checkpoint" for line in metrics.read_text().splitlines()
+        ):
             for actor in ray.util.list_named_actors(all_namespaces=True):
                 if actor["name"].startswith("rollout-"):
                     ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
