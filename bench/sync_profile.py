@@ -3,7 +3,8 @@
 Run: `python -m bench.sync_profile` (about 3 minutes on 2 cores). Writes bench/results/sync_profile.json/md.
 
 One process plays both ends of the object-store sync with the production pieces, each timed alone: the
-learner's served copy and changed-value count (`mtr.weights.ServedWeightsDiff`), packing (`pack_tensors`), the
+learner's served copy and changed-value count (`mtr.weights.ServedWeightsDiff`), packing (`pack_tensors`, viewing
+the served copies as the learner does), the
 object store (`ray.put` of 64 MB buckets, then `ray.get` as a rollout host fetches them), the weight file in
 /dev/shm (`write_weight_file`), and the engine's in-place reload through the rollout worker's own engine
 (`rollout.vllm_engine.VLLMTurnGenerator`, vLLM's layerwise `reload_weights`), split inside the engine into
@@ -124,7 +125,7 @@ def measure(model_path: str, dtype: str, syncs: int) -> dict:
             tracked = list(served.track(_learner_weights(learner)))
             times["served_copy_and_count"] = time.perf_counter() - start
             start = time.perf_counter()
-            packed = list(pack_tensors(tracked, dtype))
+            packed = list(pack_tensors(tracked, dtype, copy=False))  # as the learner does: the tracked copies
             times["pack"] = time.perf_counter() - start
             start = time.perf_counter()
             refs = [ray.put(b) for b in bucketed(packed, lambda p: len(p.data), 64 << 20)]

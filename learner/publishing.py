@@ -82,8 +82,8 @@ class Publishing:
         (served-dtype) weights that differ from the previous publish, or from the weights before this
         learner's first step since it was built or restored: what the rollout workers' copy will change by.
         """
-        served = self._served.track(self.synced_weights())
-        info = self._broadcast(broadcast).publish(version, served, dtype=self.config.precision)
+        served = self._served.track(self.synced_weights())  # private copies in the served dtype: viewed, not copied
+        info = self._broadcast(broadcast).publish(version, served, dtype=self.config.precision, private=True)
         return dataclasses.replace(info, changed=self._served.changed, values=self._served.values)
 
     def _remember_served_weights(self) -> None:

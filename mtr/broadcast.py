@@ -47,7 +47,11 @@ class PublishInfo:
 
 
 class WeightBroadcast(Protocol):
-    def publish(self, version: int, named_tensors: Iterable, dtype: str = "bfloat16") -> PublishInfo: ...
+    def publish(
+        self, version: int, named_tensors: Iterable, dtype: str = "bfloat16", private: bool = False
+    ) -> PublishInfo:
+        """`private`: the tensors are copies nobody changes afterwards, which packing may view, not copy."""
+        ...
 
     def fetch(self, version: int) -> Iterable[PackedTensor]:
         """The tensors of `version`, in publish order; raises KeyError at once when it was never published."""
@@ -61,9 +65,11 @@ class InProcessBroadcast:
         self._versions: dict[int, list[PackedTensor]] = {}
         self._keep = keep
 
-    def publish(self, version: int, named_tensors: Iterable, dtype: str = "bfloat16") -> PublishInfo:
+    def publish(
+        self, version: int, named_tensors: Iterable, dtype: str = "bfloat16", private: bool = False
+    ) -> PublishInfo:
         start = time.perf_counter()
-        packed = pack_state_dict(named_tensors, dtype=dtype)
+        packed = pack_state_dict(named_tensors, dtype=dtype, copy=not private)
         self._versions[version] = packed
         for old in sorted(self._versions)[: -self._keep]:
             del self._versions[old]
@@ -109,11 +115,13 @@ class RayObjectStoreBroadcast:
             .remote(keep)
         )
 
-    def publish(self, version: int, named_tensors: Iterable, dtype: str = "bfloat16") -> PublishInfo:
+    def publish(
+        self, version: int, named_tensors: Iterable, dtype: str = "bfloat16", private: bool = False
+    ) -> PublishInfo:
         """Pack and put one bucket at a time, then register the version once every bucket is in the store."""
         start = time.perf_counter()
         refs, size = [], 0
-        for bucket in pack_buckets(named_tensors, self._bucket_bytes, dtype=dtype):
+        for bucket in pack_buckets(named_tensors, self._bucket_bytes, dtype=dtype, copy=not private):
             refs.append(self._ray.put(bucket))
             size += sum(len(p.data) for p in bucket)
         self._ray.get(self._registry.put.remote(version, refs))
@@ -166,7 +174,10 @@ class CollectiveBroadcast:
         pending = self._pending
         return WeightGroupInfo(pending.address, pending.backend, pending.world_size, self._timeout_s)
 
-    def publish(self, version: int, named_tensors: Iterable, dtype: str = "bfloat16") -> PublishInfo:
+    def publish(
+        self, version: int, named_tensors: Iterable, dtype: str = "bfloat16", private: bool = False
+    ) -> PublishInfo:
+        """Stages into the group's own buffers (a copy either way, so `private` changes nothing here)."""
         from mtr.weightgroup import stage
 
         start = time.perf_counter()

@@ -49,36 +49,45 @@ def _torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
-def _as_uint8(tensor: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
-    """The tensor's bytes in `dtype`, as a flat uint8 array (numpy has no bfloat16), always a copy: the
-    learner's live parameters change at the next step while a packed version may still be held."""
+def _as_uint8(tensor: torch.Tensor, dtype: torch.dtype, copy: bool = True) -> np.ndarray:
+    """The tensor's bytes in `dtype`, as a flat uint8 array (numpy has no bfloat16). A copy unless `copy` is False
+    and the tensor already is contiguous CPU `dtype`: the learner's live parameters change at the next step
+    while a packed version may still be held, so only a private copy nobody changes may be viewed."""
     import torch
 
+    if not copy and tensor.dtype == dtype and tensor.device.type == "cpu" and tensor.is_contiguous():
+        return tensor.detach().reshape(-1).view(torch.uint8).numpy()
     flat = tensor.detach().to(device="cpu", dtype=dtype, copy=True).contiguous().reshape(-1)
     return flat.view(torch.uint8).numpy()
 
 
-def pack_tensors(named_tensors: Iterable[tuple[str, torch.Tensor]], dtype: str = "bfloat16") -> Iterator[PackedTensor]:
-    """Convert each tensor to `dtype` on CPU and keep its bytes, shape and name, one at a time."""
+def pack_tensors(
+    named_tensors: Iterable[tuple[str, torch.Tensor]], dtype: str = "bfloat16", copy: bool = True
+) -> Iterator[PackedTensor]:
+    """Convert each tensor to `dtype` on CPU and keep its bytes, shape and name, one at a time. `copy=False`:
+    the tensors are private copies (e.g. `ServedWeightsDiff.track`'s) and are viewed where they can be."""
     target = _torch_dtype(dtype)
     for name, tensor in named_tensors:
-        yield PackedTensor(name=name, dtype=dtype, shape=tuple(tensor.shape), data=_as_uint8(tensor, target))
+        data = _as_uint8(tensor, target, copy)
+        yield PackedTensor(name=name, dtype=dtype, shape=tuple(tensor.shape), data=data)
 
 
-def pack_state_dict(named_tensors: Iterable[tuple[str, torch.Tensor]], dtype: str = "bfloat16") -> list[PackedTensor]:
+def pack_state_dict(
+    named_tensors: Iterable[tuple[str, torch.Tensor]], dtype: str = "bfloat16", copy: bool = True
+) -> list[PackedTensor]:
     """All of `pack_tensors` at once."""
-    return list(pack_tensors(named_tensors, dtype))
+    return list(pack_tensors(named_tensors, dtype, copy))
 
 
 def pack_buckets(
-    named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, dtype: str = "bfloat16"
+    named_tensors: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, dtype: str = "bfloat16", copy: bool = True
 ) -> Iterator[list[PackedTensor]]:
     """Packed tensors in order, grouped into buckets of at most `bucket_bytes` (a larger tensor is a bucket alone).
 
     Bucketing bounds what either end of a broadcast holds at once to about one bucket beyond the weights
     themselves: a 7B model in one piece would need a second 14 GB copy on the learner and on every rollout host.
     """
-    return bucketed(pack_tensors(named_tensors, dtype), lambda item: len(item.data), bucket_bytes)
+    return bucketed(pack_tensors(named_tensors, dtype, copy), lambda item: len(item.data), bucket_bytes)
 
 
 def bucketed(items: Iterable[T], size_of: Callable[[T], int], bucket_bytes: int) -> Iterator[list[T]]:
@@ -133,11 +142,13 @@ def write_weight_file(packed: Iterable[PackedTensor], path: str | os.PathLike) -
 
     Handing a rollout engine's worker a path instead of the bytes saves two pickled copies of every weight
     (engine client -> engine core -> worker): on a CPU machine those copies were most of a weight sync.
-    `packed` may be a stream (a bucketed fetch): each tensor is written as it arrives.
+    `packed` may be a stream (a bucketed fetch): each tensor is written as it arrives. An existing file is
+    written over in place, not truncated first: on a RAM-backed /dev/shm its pages are already allocated, which
+    halved the write (0.14 s -> 0.07 s for 326 MB here). Nothing may be reading the file meanwhile.
     """
     index: WeightFileIndex = []
     offset = 0
-    with open(path, "wb") as handle:
+    with open(path, "r+b" if os.path.isfile(path) else "wb") as handle:
         for item in packed:
             padding = -offset % mmap.ALLOCATIONGRANULARITY if len(item.data) else 0
             handle.write(b"\0" * padding)
@@ -145,6 +156,7 @@ def write_weight_file(packed: Iterable[PackedTensor], path: str | os.PathLike) -
             handle.write(item.data)
             index.append((item.name, item.dtype, tuple(item.shape), offset, len(item.data)))
             offset += len(item.data)
+        handle.truncate(offset)
     return index
 
 
@@ -229,6 +241,7 @@ class ServedWeightsDiff:
     def track(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield each (name, tensor cast to dtype) while counting its changed values into `changed`/`values`;
         the new values replace the kept ones. A name not seen before counts as all changed."""
+        import numpy as np
         import torch
 
         self.changed, self.values = 0, 0
@@ -237,9 +250,10 @@ class ServedWeightsDiff:
             previous = self._last.get(name)
             if previous is None or previous.shape != served.shape:
                 self.changed += served.numel()
-            else:
+            else:  # numpy's count_nonzero: 5-8x faster here than torch's (a != b).sum() on the same bits
                 bits = {1: torch.int8, 2: torch.int16, 4: torch.int32}[served.element_size()]
-                self.changed += int((served.view(bits) != previous.view(bits)).sum())
+                now, before = served.reshape(-1).view(bits).numpy(), previous.reshape(-1).view(bits).numpy()
+                self.changed += int(np.count_nonzero(now != before))
             self.values += served.numel()
             self._last[name] = served
             yield name, served

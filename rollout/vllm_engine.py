@@ -120,8 +120,8 @@ class VLLMTurnGenerator:
         (its tensors named `...lora_A...`) goes into the engine's LoRA slot instead, the base weights untouched.
 
         The weights go to the engine's workers as a file in shared memory (same node), not as RPC arguments.
-        The previous version's file is removed only after the new one is loaded: the workers read the last
-        loaded file again when asked for a checksum.
+        Two files take turns: a version is written over the one before last (its pages already allocated, which
+        halves the write), never over the one loaded, which the workers read again when asked for a checksum.
         """
         start = time.perf_counter()
         if self.adapters is not None:
@@ -131,14 +131,11 @@ class VLLMTurnGenerator:
             if first is not None and is_adapter_key(first.name):
                 received = self.adapters.load(list(packed))
                 return received, time.perf_counter() - start
-        previous = self._weight_file
-        self._weight_file = self._weights_dir / f"weights-{self._weight_loads}.bin"
+        self._weight_file = self._weights_dir / f"weights-{self._weight_loads % 2}.bin"
         self._weight_loads += 1
         index = write_weight_file(packed, self._weight_file)
         received = self.llm.collective_rpc("mtr_load_file", args=(str(self._weight_file), index))
         self.llm.reset_prefix_cache()
-        if previous is not None:
-            previous.unlink(missing_ok=True)
         return int(received[0]), time.perf_counter() - start
 
     def join_weight_group(self, address: str, rank: int, world_size: int, backend: str, timeout_s: float) -> int:

@@ -152,3 +152,42 @@ def test_bytes_data_is_still_read():
     (packed,) = pack_state_dict([("w", torch.arange(3.0))], dtype="float32")
     as_bytes = PackedTensor(packed.name, packed.dtype, packed.shape, packed.data.tobytes())
     assert torch.equal(dict(unpack([as_bytes]))["w"], torch.arange(3.0))
+
+
+def test_a_private_copy_is_viewed_not_copied_and_others_still_are():
+    private = torch.arange(6, dtype=torch.bfloat16)
+    (viewed,) = pack_state_dict([("w", private)], dtype="bfloat16", copy=False)
+    assert np.shares_memory(viewed.data, private.view(torch.uint8).numpy())
+    (converted,) = pack_state_dict([("w", torch.arange(6.0))], dtype="bfloat16", copy=False)  # another dtype
+    assert torch.equal(dict(unpack([converted]))["w"], private)
+
+
+def test_a_weight_file_written_over_holds_only_the_new_version(tmp_path):
+    """The rollout host writes each version over the file before last (pages already allocated): a smaller
+    version must not keep the old tail, and every tensor reads back as written."""
+    from mtr.weights import read_weight_file, write_weight_file
+
+    path = tmp_path / "w.bin"
+    write_weight_file(pack_state_dict(_weights(0) + [("extra", torch.randn(5000))]), path)
+    big = path.stat().st_size
+    weights = _weights(1)
+    index = write_weight_file(pack_state_dict(weights), path)
+    assert path.stat().st_size < big
+    restored = dict(read_weight_file(path, index))
+    for name, tensor in weights:
+        assert torch.equal(restored[name], tensor.to(torch.bfloat16)), name
+
+
+def test_served_weights_diff_counts_changed_values_exactly():
+    from mtr.weights import ServedWeightsDiff
+
+    diff = ServedWeightsDiff("bfloat16")
+    base = torch.zeros(1000)
+    diff.remember([("w", base)])
+    moved = base.clone()
+    moved[:37] = 1.0
+    moved[500] = 1e-9  # tiny, but a nonzero bf16 value: its bits differ from 0.0
+    list(diff.track([("w", moved)]))
+    assert (diff.changed, diff.values) == (38, 1000)
+    list(diff.track([("w", moved)]))
+    assert diff.changed == 0
