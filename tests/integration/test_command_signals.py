@@ -174,3 +174,24 @@ def test_eval_stopped_by_sigterm_keeps_the_finished_checkpoint_and_resume_reads_
     assert "a: every dataset already evaluated" in done.stderr
     assert finished.read_text() == kept
     assert [r["model"] for r in json.loads((out / "eval.json").read_text())["rows"]] == ["a", "b"]
+
+
+def test_run_stopped_by_sigterm_in_sft_writes_its_report_and_leaves_nothing_running(tiny_model_dir, tmp_path):
+    runs = tmp_path / "runs"
+    settings = [f"model.path={tiny_model_dir}", "model.dtype=float32", "learner.precision=float32", f"runs_dir={runs}"]
+    settings += ["world.n_train=8", "world.n_eval=2", "eval.questions=2", "eval.base_questions=2", "synth.questions=4"]
+    settings += ["sft.steps=400", "sft.batch_size=2", "learner.warmup_steps=0", "rollout.kv_cache_gib=1"]
+    settings += ["rollout.max_turns=2", "rollout.max_tokens_per_turn=16", "rollout.max_model_len=1024"]
+    command = [sys.executable, "-m", "mtr.cli", "run", *[arg for s in settings for arg in ("--set", s)]]
+
+    def in_sft() -> bool:
+        logs = list(runs.glob("*/metrics.jsonl"))
+        return bool(logs) and any(json.loads(line)["event"] == "sft" for line in logs[0].read_text().splitlines())
+
+    _stop_when(command, in_sft, tmp_path / "run.log")
+    (run_dir,) = runs.iterdir()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["event"] == "error" and "KeyboardInterrupt" in records[-1]["error"]
+    report = (run_dir / "report.md").read_text()
+    assert "| base | synthetic |" in report  # what finished before the stop is reported
+    assert (run_dir / "traces" / "sft.jsonl").stat().st_size > 0 and (run_dir / "traces" / "eval-base.jsonl").is_file()
