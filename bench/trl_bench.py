@@ -15,9 +15,12 @@ assistant turn and the same turn budget, with tool calls answered by the simulat
   with its own Qwen-style response template (`<think>`, `<tool_call>{json}</tool_call>`).
 
 A warm-up step on each side is not measured. Each side's traces/s is traces / wall seconds of its measured
-steps. The two sides run one after the other on the same cores, and so does whatever else runs on the machine:
-each side records the load average and the cores used by processes that are not the benchmark's own during its
-measured steps. Results go to bench/results/trl.json and, as a markdown table, bench/results/trl.md.
+steps. The sides run one after the other on the same cores, `--repeats` times each (3 by default), alternating;
+the table gives min and median seconds per step, and MTR's ratio over TRL of the median traces/s, steady state
+and with each run's start-up counted. TRL computes in MTR's precision where it can (`--trl-dtype same`: bf16 is
+the Trainer's CPU autocast over fp32 weights; MTR's learner keeps fp32 masters of bf16 weights). Each side
+records the load average and the cores used by processes that are not the benchmark's own during its measured
+steps. Results go to bench/results/trl.json and, as a markdown table, bench/results/trl.md.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import dataclasses
 import json
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -44,8 +48,10 @@ from bench.trl_common import (
     TraceStats,
     Window,
     mean,
+    median_traces_per_s,
     run_config,
     side_result,
+    speedups,
     step_questions,
     tooled_questions,
 )
@@ -61,11 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     for label, path in args.model or [("default", "default")]:
         model_settings = dataclasses.replace(settings, model=path)
         results = []
-        for side in args.sides:
-            result = (run_mtr if side == "mtr" else run_trl)(model_settings)
-            print(f"{label}: {_row(result)}", flush=True)
-            results.append(result)
-        runs.append(ModelRun(label, results, _speedup(results)))
+        for repeat in range(settings.repeats):  # sides alternate, each alone on the machine while it runs
+            for side in args.sides:
+                result = (run_mtr if side == "mtr" else run_trl)(model_settings)
+                print(f"{label} #{repeat + 1}: {_row(result)}", flush=True)
+                results.append(result)
+        runs.append(ModelRun(label, results, *speedups(results)))
         table = write_results(args.out_dir, settings, runs)  # after every model, so a later failure keeps it
     print(table)
     return 0
@@ -74,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 def write_results(out_dir: Path, settings: BenchSettings, runs: Sequence[ModelRun]) -> str:
     """trl.json (machine, shared settings, every run) and trl.md (the table and its caption); returns the latter."""
     shared = {k: v for k, v in asdict(settings).items() if k != "model"}  # a model is named by its label only
-    document = {"machine": _machine(settings.dtype), "settings": shared, "runs": [asdict(run) for run in runs]}
+    precision = f"MTR {settings.dtype}; TRL {settings.trl_dtype}"
+    document = {"machine": _machine(precision), "settings": shared, "runs": [asdict(run) for run in runs]}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "trl.json").write_text(json.dumps(document, indent=2) + "\n")
     table = markdown_table(runs) + "\n" + caption(settings, runs)
@@ -107,6 +115,13 @@ def _parser() -> argparse.ArgumentParser:
         "step's traces, so a step is still one update). Its fp32 logits over the full vocabulary are what limits "
         "memory: 8 traces of ~2k tokens at once did not fit in 24 GB.",
     )
+    parser.add_argument(
+        "--trl-dtype",
+        choices=["same", "float32", "bfloat16"],
+        default="same",
+        help="TRL's precision (default: MTR's, where TRL can: bfloat16 is the Trainer's CPU autocast).",
+    )
+    parser.add_argument("--repeats", type=int, help="Runs of each side, alternating (default 3; quick 1).")
     parser.add_argument("--sides", type=lambda s: s.split(","), default=list(SIDES), help="mtr,trl")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     return parser
@@ -137,6 +152,8 @@ def _settings(args: argparse.Namespace) -> BenchSettings:
         seed=0,
         quick=quick,
         trl_micro_batch=args.trl_micro_batch,
+        trl_dtype=args.dtype if args.trl_dtype == "same" else args.trl_dtype,
+        repeats=args.repeats or (1 if quick else 3),
     )
 
 
@@ -216,28 +233,35 @@ def _mtr_trace_stats(traces: Sequence[dict]) -> TraceStats:
 # ---------------------------------------------------------------------------------------------------- results
 
 
-def _speedup(results: Sequence[SideResult]) -> float | None:
-    by_side = {r.side: r.traces_per_s for r in results}
-    if by_side.get("mtr") and by_side.get("trl"):
-        return round(by_side["mtr"] / by_side["trl"], 2)
-    return None
-
-
 def markdown_table(runs: Sequence[ModelRun]) -> str:
-    """Traces/s and seconds per step of each side, MTR's speed-up over TRL, what the traces did, machine load."""
+    """Per model and side, over its repetitions: s/step (min / median), traces/s steady and with start-up
+    (median), MTR's ratios over TRL, what the traces did (means), machine load (worst repetition)."""
     lines = [
-        "| model | side | setup | steps | traces/step | s/step | traces/s | vs TRL | policy tokens/trace | turns/trace "
-        "| tool calls/trace | EM | updates | load avg | cores: other processes |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | side | setup | runs x steps | traces/step | s/step min / median | traces/s (median) | with start-up "
+        "| start-up s (median) | vs TRL | vs TRL with start-up | policy tokens/trace | turns/trace | tool calls/trace "
+        "| EM | updates | load avg (max) | cores: other processes (max) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
-        for r in run.sides:
-            ratio = f"{run.mtr_vs_trl:.2f}x" if r.side == "mtr" and run.mtr_vs_trl else "-"
+        for side in dict.fromkeys(r.side for r in run.sides):
+            rs = [r for r in run.sides if r.side == side]
+            per_step = [r.seconds_per_step for r in rs]
+            mtr = side == "mtr"
+            ratio = f"{run.mtr_vs_trl:.2f}x" if mtr and run.mtr_vs_trl else "-"
+            cold = f"{run.mtr_vs_trl_with_startup:.2f}x" if mtr and run.mtr_vs_trl_with_startup else "-"
+            tokens, turns = (
+                mean([r.policy_tokens_per_trace for r in rs]),
+                mean([r.assistant_turns_per_trace for r in rs]),
+            )
+            calls, em = mean([r.tool_calls_per_trace for r in rs]), mean([r.exact_match for r in rs])
             lines.append(
-                f"| {run.model} | {r.side.upper()} | {r.setup} | {r.steps} | {r.traces // max(r.steps, 1)} "
-                f"| {r.seconds_per_step:.1f} | {r.traces_per_s:.3f} | {ratio} | {r.policy_tokens_per_trace:.1f} "
-                f"| {r.assistant_turns_per_trace:.2f} | {r.tool_calls_per_trace:.2f} | {r.exact_match:.3f} "
-                f"| {r.updates}/{r.steps} | {r.load_average:.2f} | {r.other_cores:.2f} |"
+                f"| {run.model} | {side.upper()} | {rs[0].setup} | {len(rs)} x {rs[0].steps} "
+                f"| {rs[0].traces // max(rs[0].steps, 1)} | {min(per_step):.1f} / {statistics.median(per_step):.1f} "
+                f"| {median_traces_per_s(rs):.3f} | {median_traces_per_s(rs, with_startup=True):.3f} "
+                f"| {statistics.median(r.startup_seconds for r in rs):.1f} | {ratio} | {cold} "
+                f"| {tokens:.1f} | {turns:.2f} | {calls:.2f} | {em:.3f} "
+                f"| {sum(r.updates for r in rs)}/{sum(r.steps for r in rs)} | {max(r.load_average for r in rs):.2f} "
+                f"| {max(r.other_cores for r in rs):.2f} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -262,8 +286,11 @@ def caption(settings: BenchSettings, runs: Sequence[ModelRun]) -> str:
         f"tool loop, {settings.trl_micro_batch} traces per forward/backward pass with gradients accumulated over "
         "the step. MTR's reward is the composite trace reward, TRL's the exact match. `updates`: measured steps "
         "that ended in an optimizer update (MTR skips the update when no group has reward variance). "
-        f"MTR's dtype: {settings.dtype}.{breakdown} {os.cpu_count()} CPU cores shared by both sides' processes and "
-        "anything else running: `load avg` and `cores: other processes` are measured over each side's steps. "
+        f"MTR's dtype: {settings.dtype}; TRL's: {settings.trl_dtype}.{breakdown} Each side runs {settings.repeats} "
+        "time(s), alternating, alone on the machine's "
+        f"{os.cpu_count()} CPU cores (nothing else of the benchmark running): `load avg` and `cores: other "
+        "processes` are measured over each side's steps. `with start-up`: traces over start-up (farm, Ray, "
+        "engines, model load) plus the measured steps. "
         "`python -m bench.trl_bench`\n"
     )
 
@@ -286,7 +313,7 @@ def _machine(precision: str) -> dict:
         versions["trl"] = trl.__version__
     except ImportError:
         pass
-    return {**machine(f"MTR {precision}; TRL float32"), **versions}
+    return {**machine(precision), **versions}
 
 
 if __name__ == "__main__":

@@ -77,6 +77,8 @@ class BenchSettings:
     seed: int
     quick: bool
     trl_micro_batch: int = 2
+    trl_dtype: str = "float32"  # TRL's precision: float32, or bfloat16 (the Trainer's CPU autocast)
+    repeats: int = 1  # each side runs this many times, alone, one after the other
 
     def __post_init__(self) -> None:
         if self.trl_micro_batch < 1 or self.traces_per_step % self.trl_micro_batch:
@@ -115,11 +117,37 @@ class SideResult:
 
 @dataclass(frozen=True)
 class ModelRun:
-    """Both sides on one model; `mtr_vs_trl` is MTR's traces/s over TRL's (None unless both ran)."""
+    """Both sides on one model, every repetition of each. `mtr_vs_trl`: MTR's median steady-state traces/s over
+    TRL's; `mtr_vs_trl_with_startup`: the same with each repetition's start-up counted (traces over start-up
+    plus measured seconds). None unless both sides ran."""
 
     model: str
     sides: list[SideResult]
     mtr_vs_trl: float | None
+    mtr_vs_trl_with_startup: float | None = None
+
+
+def median_traces_per_s(results: Sequence[SideResult], with_startup: bool = False) -> float:
+    """Median over a side's repetitions of traces / seconds (steady state, or start-up included)."""
+    values = [
+        r.traces / (r.seconds + (r.startup_seconds if with_startup else 0.0))
+        for r in results
+        if r.seconds + (r.startup_seconds if with_startup else 0.0) > 0
+    ]
+    return statistics.median(values) if values else 0.0
+
+
+def speedups(results: Sequence[SideResult]) -> tuple[float | None, float | None]:
+    """(steady-state, start-up counted) MTR / TRL ratios of the median traces/s; None unless both sides ran."""
+    mtr = [r for r in results if r.side == "mtr"]
+    trl = [r for r in results if r.side == "trl"]
+    if not mtr or not trl:
+        return None, None
+    ratios = []
+    for with_startup in (False, True):
+        base = median_traces_per_s(trl, with_startup)
+        ratios.append(round(median_traces_per_s(mtr, with_startup) / base, 2) if base else None)
+    return ratios[0], ratios[1]
 
 
 @dataclass

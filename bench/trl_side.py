@@ -153,7 +153,8 @@ def run_trl(settings: BenchSettings) -> SideResult:
     )
     return side_result(
         "trl",
-        "TRL GRPOTrainer on CPU: Hugging Face generate (no vLLM), float32, tool loop (environment_factory)",
+        f"TRL GRPOTrainer on CPU: Hugging Face generate (no vLLM), {_precision(settings)}, tool loop "
+        "(environment_factory)",
         settings,
         measured,
         startup,
@@ -162,6 +163,10 @@ def run_trl(settings: BenchSettings) -> SideResult:
         timer.window,
         {},
     )
+
+
+def _precision(settings: BenchSettings) -> str:
+    return "bf16 autocast (fp32 weights)" if settings.trl_dtype == "bfloat16" else "float32"
 
 
 def _trl_trainer(settings, model_path, steps, simulator, stats, timer, out_dir):
@@ -197,9 +202,10 @@ def _trl_trainer(settings, model_path, steps, simulator, stats, timer, out_dir):
         max_tool_calling_iterations=settings.max_turns - 1,
         chat_template_kwargs={"tools_json": tool_list},
         beta=0.0,
-        # fp32 weights and compute (TRL defaults to bf16 autocast, which generated no faster here), and no
-        # gradient checkpointing (TRL's default trades compute for memory this small model does not need).
-        bf16=False,
+        # fp32 weights; bf16 compute (the Trainer's CPU autocast) when asked, so both sides can compute in the
+        # same precision. No gradient checkpointing (TRL's default trades compute for memory this small model
+        # does not need).
+        bf16=settings.trl_dtype == "bfloat16",
         gradient_checkpointing=False,
         logging_steps=1,
         save_strategy="no",
