@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
-import weakref
 from pathlib import Path
 
 from mtr.config import LoRAConfig
 from mtr.weights import PackedTensor, is_adapter_key, unpack, weights_checksum
+from rollout.scratch import owned_scratch_dir
 
 __all__ = ["AdapterSlot", "is_adapter_key"]
 
@@ -30,8 +29,7 @@ class AdapterSlot:
         self.request = None  # vllm LoRARequest of the loaded version; None: the base model (no adapter yet)
         self.checksum = ""  # of the loaded adapter as published (what the learner's checksum gives)
         self.loads = 0
-        self._root = Path(tempfile.mkdtemp(prefix="mtr-adapters-", dir=shared_dir))
-        weakref.finalize(self, shutil.rmtree, self._root, ignore_errors=True)
+        self._root = owned_scratch_dir("mtr-adapters-", self, shared_dir)
 
     def load(self, packed: list[PackedTensor]) -> int:
         """Write the adapter and make it the one generations use; returns the bytes received."""

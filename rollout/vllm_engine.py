@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
-import tempfile
 import time
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +17,7 @@ from mtr.config import LoRAConfig, RolloutConfig
 from mtr.weights import PackedTensor, is_adapter_key, write_weight_file
 from rollout.adapters import AdapterSlot
 from rollout.agent_loop import TurnOutput, TurnRequest
+from rollout.scratch import owned_scratch_dir, shared_memory_dir
 
 EXTENSION = "rollout.worker_extension.MTRWeightSyncExtension"
 
@@ -28,11 +26,6 @@ EXTENSION = "rollout.worker_extension.MTRWeightSyncExtension"
 class SamplingSettings:
     temperature: float
     top_p: float
-
-
-def _shared_memory_dir() -> str | None:
-    """RAM-backed /dev/shm when it exists (Linux), else the default temporary directory."""
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 def _has_cuda() -> bool:
@@ -72,13 +65,11 @@ class VLLMTurnGenerator:
             kwargs.update(enable_lora=True, max_lora_rank=lora.rank, max_loras=1)
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
-        self.adapters = AdapterSlot(lora, model_path, _shared_memory_dir()) if lora is not None else None
+        self.adapters = AdapterSlot(lora, model_path, shared_memory_dir()) if lora is not None else None
         self.sampling = SamplingSettings(config.temperature, config.top_p)
         self.model_path = model_path
-        self._weights_dir = Path(tempfile.mkdtemp(prefix="mtr-weights-", dir=_shared_memory_dir()))
+        self._weights_dir = owned_scratch_dir("mtr-weights-", self)
         self._weight_file: Path | None = None
-        self._weight_loads = 0
-        weakref.finalize(self, shutil.rmtree, self._weights_dir, ignore_errors=True)
 
     def generate_turns(self, requests: Sequence[TurnRequest]) -> list[TurnOutput]:
         from vllm import SamplingParams
@@ -120,8 +111,9 @@ class VLLMTurnGenerator:
         (its tensors named `...lora_A...`) goes into the engine's LoRA slot instead, the base weights untouched.
 
         The weights go to the engine's workers as a file in shared memory (same node), not as RPC arguments.
-        Two files take turns: a version is written over the one before last (its pages already allocated, which
-        halves the write), never over the one loaded, which the workers read again when asked for a checksum.
+        One file, written over in place by each version (its pages already allocated, which halves the write;
+        one copy of the weights in RAM): the load is synchronous, so nothing reads it while it is written, and
+        the workers read it again when asked for the checksum of what they loaded.
         """
         start = time.perf_counter()
         if self.adapters is not None:
@@ -131,8 +123,7 @@ class VLLMTurnGenerator:
             if first is not None and is_adapter_key(first.name):
                 received = self.adapters.load(list(packed))
                 return received, time.perf_counter() - start
-        self._weight_file = self._weights_dir / f"weights-{self._weight_loads % 2}.bin"
-        self._weight_loads += 1
+        self._weight_file = self._weights_dir / "weights.bin"
         index = write_weight_file(packed, self._weight_file)
         received = self.llm.collective_rpc("mtr_load_file", args=(str(self._weight_file), index))
         self.llm.reset_prefix_cache()
