@@ -8,6 +8,7 @@ average. A reader can then tell a slow stack from a busy machine.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -155,6 +156,12 @@ RESULT_PREFIX = "RESULT "
 def print_result(result: dict) -> None:
     """How a measurement run in its own process hands its figures back (see `run_measurement`)."""
     print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+def add_measurement_arguments(parser) -> None:
+    """The hidden flags `run_measurement` passes to the fresh process: measure once, on this resolved model."""
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model-path", help=argparse.SUPPRESS)
 
 
 def run_measurement(module: str, arguments: list[str], env: dict[str, str], what: str) -> dict:

@@ -23,7 +23,15 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import RESULTS_DIR, bench_dtype, machine, print_result, run_measurement, write_results
+from bench.common import (
+    RESULTS_DIR,
+    add_measurement_arguments,
+    bench_dtype,
+    machine,
+    print_result,
+    run_measurement,
+    write_results,
+)
 
 BATCHES = (1, 4, 16, 64, 128, 256)
 DECODE_TOKENS = 64
@@ -203,8 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="default", help="HF checkpoint dir, or 'default' (SmolLM2-135M-Instruct).")
     parser.add_argument("--dtype", type=bench_dtype, default="auto")
     parser.add_argument("--quick", action="store_true", help="Smoke run: batches 1 and 4, 8 tokens.")
-    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--model-path", help=argparse.SUPPRESS)
+    add_measurement_arguments(parser)
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default="rollout_curve", help="Results file stem (<name>.json, <name>.md).")
     args = parser.parse_args(argv)

@@ -25,7 +25,15 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import RESULTS_DIR, bench_dtype, machine, print_result, run_measurement, write_results
+from bench.common import (
+    RESULTS_DIR,
+    add_measurement_arguments,
+    bench_dtype,
+    machine,
+    print_result,
+    run_measurement,
+    write_results,
+)
 
 PARTS = ("served_copy_and_count", "pack", "object_store_put", "object_store_get", "weight_file", "engine_load")
 ENGINE_PARTS = ("materialize", "weight_loaders_and_rest", "process_weights_after_loading", "copy_back")
@@ -201,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", type=bench_dtype, default="auto")
     parser.add_argument("--syncs", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="Smoke run: 2 syncs.")
-    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--model-path", help=argparse.SUPPRESS)
+    add_measurement_arguments(parser)
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default="sync_profile", help="Results file stem (<name>.json, <name>.md).")
     args = parser.parse_args(argv)

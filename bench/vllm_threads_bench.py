@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench.common import RESULTS_DIR, machine, print_result, run_measurement, write_results
+from bench.common import RESULTS_DIR, add_measurement_arguments, machine, print_result, run_measurement, write_results
 
 SETTINGS = {
     "default (1 core reserved)": {},
@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="Smoke run: 4 sequences x 8 tokens.")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--name", default="vllm_threads", help="Results file stem (<name>.json, <name>.md).")
-    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--model-path", help=argparse.SUPPRESS)
+    add_measurement_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.sequences, args.tokens = 4, 8

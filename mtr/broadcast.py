@@ -100,6 +100,19 @@ class _Registry:
         return sorted(self._refs)
 
 
+def weight_registry(keep: int = 2, name: str = REGISTRY_NAME):
+    """The named registry actor, created by the first caller. Ray ends a (non-detached) actor with the process
+    that created it, so the controller calls this before it starts a learner or a rollout worker: were a rollout
+    worker first, the registry would die with that worker, and with it every later weight sync."""
+    import ray
+
+    return (
+        ray.remote(num_cpus=0)(_Registry)
+        .options(name=name, namespace=REGISTRY_NAMESPACE, get_if_exists=True, lifetime=None)
+        .remote(keep)
+    )
+
+
 class RayObjectStoreBroadcast:
     def __init__(self, keep: int = 2, bucket_bytes: int = DEFAULT_BUCKET_BYTES, registry: str = REGISTRY_NAME) -> None:
         """`registry` names the Ray actor that maps versions to buckets; publisher and readers must agree on it."""
@@ -109,11 +122,7 @@ class RayObjectStoreBroadcast:
             raise ValueError(f"bucket_bytes must be positive, got {bucket_bytes}")
         self._ray = ray
         self._bucket_bytes = bucket_bytes
-        self._registry = (
-            ray.remote(num_cpus=0)(_Registry)
-            .options(name=registry, namespace=REGISTRY_NAMESPACE, get_if_exists=True, lifetime=None)
-            .remote(keep)
-        )
+        self._registry = weight_registry(keep, registry)
 
     def publish(
         self, version: int, named_tensors: Iterable, dtype: str = "bfloat16", private: bool = False

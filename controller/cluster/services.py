@@ -22,6 +22,7 @@ from controller.cluster.farm import SimulatorFarm, create_farm
 from controller.cluster.raystart import start_local_ray
 from controller.cluster.rolloutpool import RolloutPool
 from controller.reports.metricstargets import MetricsTargets
+from mtr.broadcast import weight_registry
 from mtr.config import LearnerConfig, RunConfig
 from mtr.placement import LOOPBACK, NODE_IP, RoleSpec, check_resources, launch, shutdown
 from mtr.serviceclients import LearnerClient, RolloutClient
@@ -44,6 +45,7 @@ class Services:
         self._farm: SimulatorFarm | None = None
         self._started_ray = False
         self._actors: list = []
+        self._weight_registry = None  # the weight broadcast's registry actor, owned by this process
         # Where role services bind: other nodes must reach them on a cluster; nothing else should locally.
         self.host = NODE_IP if config.cluster.ray_address else LOOPBACK
 
@@ -92,6 +94,8 @@ class Services:
     def launch(self, spec: RoleSpec):
         """Place a role on Ray; returns (actor, gRPC address). The actor is stopped by `stop_role` or `close`."""
         check_resources(spec)
+        if self._weight_registry is None:  # owned here, so losing a rollout worker does not take it along
+            self._weight_registry = weight_registry()
         actor, address = launch(spec)
         self._actors.append(actor)
         self._list_role(actor, spec)
@@ -209,6 +213,7 @@ class Services:
 
             ray.shutdown()
             self._started_ray = False
+        self._weight_registry = None
 
     def __enter__(self) -> Services:
         return self

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import grpc
 import pytest
@@ -158,6 +159,52 @@ def test_object_store_broadcast_streams_buckets_in_order(ray_cluster):
     assert all(torch.equal(got, sent) for (_, got), (_, sent) in zip(received, weights, strict=True))
     with pytest.raises(KeyError, match="version 8 is not in the object store"):
         broadcast.fetch(8)
+
+
+def test_the_weight_registry_outlives_a_rollout_worker_that_dies(ray_cluster):
+    """A worker that dies (SIGKILL, ray.kill) takes the actors it created along. The controller creates the
+    registry before any worker, so the worker's reader only finds it, and the next publish still works."""
+    import ray
+
+    from mtr.broadcast import RayObjectStoreBroadcast, weight_registry
+    from mtr.weights import unpack
+
+    @ray.remote(num_cpus=0)
+    class Reader:
+        def __init__(self, registry: str) -> None:
+            self.broadcast = RayObjectStoreBroadcast(registry=registry)
+
+        def versions(self) -> list[int]:
+            return ray.get(self.broadcast._registry.versions.remote())
+
+    weights = [("w", torch.ones(4, 4))]
+    for registry, owned_here in (("mtr-registry-owned-by-driver", True), ("mtr-registry-owned-by-reader", False)):
+        if owned_here:
+            weight_registry(name=registry)  # as Services.launch does before the first role
+        reader = Reader.remote(registry)
+        assert ray.get(reader.versions.remote()) == []
+        ray.kill(reader, no_restart=True)
+        if owned_here:
+            publisher = RayObjectStoreBroadcast(registry=registry)
+            publisher.publish(1, weights, dtype="float32")
+            assert [name for name, _ in unpack(list(publisher.fetch(1)))] == ["w"]
+        else:  # what this guards against: a registry a worker created dies with that worker
+            deadline = time.monotonic() + 60
+            while _registry_alive(registry) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not _registry_alive(registry)
+
+
+def _registry_alive(name: str) -> bool:
+    import ray
+
+    from mtr.broadcast import REGISTRY_NAMESPACE
+
+    try:
+        ray.get_actor(name, namespace=REGISTRY_NAMESPACE)
+    except ValueError:
+        return False
+    return True
 
 
 def test_group_state_rewinds_every_rank_exactly(group_host, tmp_path):
