@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grpo-run", required=True, type=Path, help="The GRPO run directory (with eval.jsonl).")
     parser.add_argument("--sft-run", required=True, type=Path, help="Run whose metrics.jsonl has the SFT steps.")
     parser.add_argument("--out-root", type=Path, default=Path("runs/sft-control"))
+    parser.add_argument("--save-every", type=int, default=50, help="Control SFT checkpoint every N steps (2 GB each).")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     grpo_stages = question_em(args.grpo_run / "traces" / "eval.jsonl")
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     sft_dir = args.out_root / "sft"
     argv_sft = ["sft", "--traces", str(traces), "--out", str(sft_dir)]
     argv_sft += ["--set", f"model.path={args.model}", "--set", f"sft.steps={steps}"]
+    argv_sft += ["--set", f"sft.save_every={args.save_every}"]  # a run longer than a session resumes from these
     if (sft_dir / "checkpoints").exists():
         argv_sft.append("--resume")
     control_seconds = run_mtr(*argv_sft)
