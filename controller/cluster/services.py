@@ -46,6 +46,7 @@ class Services:
         self._started_ray = False
         self._actors: list = []
         self._weight_registry = None  # the weight broadcast's registry actor, owned by this process
+        self._registry_lock = threading.Lock()
         # Where role services bind: other nodes must reach them on a cluster; nothing else should locally.
         self.host = NODE_IP if config.cluster.ray_address else LOOPBACK
 
@@ -94,8 +95,9 @@ class Services:
     def launch(self, spec: RoleSpec):
         """Place a role on Ray; returns (actor, gRPC address). The actor is stopped by `stop_role` or `close`."""
         check_resources(spec)
-        if self._weight_registry is None:  # owned here, so losing a rollout worker does not take it along
-            self._weight_registry = weight_registry()
+        with self._registry_lock:  # rollout workers launch from several threads; one registry, held here
+            if self._weight_registry is None:  # owned here: losing a rollout worker does not take it along
+                self._weight_registry = weight_registry()
         actor, address = launch(spec)
         self._actors.append(actor)
         self._list_role(actor, spec)

@@ -179,8 +179,9 @@ def test_the_weight_registry_outlives_a_rollout_worker_that_dies(ray_cluster):
 
     weights = [("w", torch.ones(4, 4))]
     for registry, owned_here in (("mtr-registry-owned-by-driver", True), ("mtr-registry-owned-by-reader", False)):
-        if owned_here:
-            weight_registry(name=registry)  # as Services.launch does before the first role
+        # Held, as Services holds it: an actor whose last handle is dropped is ended by Ray (and a reader that
+        # comes after creates its own, which dies with it).
+        owner = weight_registry(name=registry) if owned_here else None
         reader = Reader.remote(registry)
         assert ray.get(reader.versions.remote()) == []
         ray.kill(reader, no_restart=True)
@@ -188,6 +189,7 @@ def test_the_weight_registry_outlives_a_rollout_worker_that_dies(ray_cluster):
             publisher = RayObjectStoreBroadcast(registry=registry)
             publisher.publish(1, weights, dtype="float32")
             assert [name for name, _ in unpack(list(publisher.fetch(1)))] == ["w"]
+            assert ray.get(owner.versions.remote()) == [1]
         else:  # what this guards against: a registry a worker created dies with that worker
             deadline = time.monotonic() + 60
             while _registry_alive(registry) and time.monotonic() < deadline:
