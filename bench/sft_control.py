@@ -9,6 +9,11 @@ the original SFT run measured); `mtr eval` scores the result on the held-out que
 resumable. Writes `bench/results/sft_control.json` / `.md`: held-out EM of the start, of GRPO's last
 evaluation and of the control, each with its 95 % interval, and the paired gains GRPO − control and
 control − start. GRPO must beat the control for its gain to be about strategy rather than more training.
+
+The control's curve: every GRPO evaluation is matched with the saved control checkpoint (`--save-every`)
+whose SFT steps cost the nearest training time, and that checkpoint is evaluated too, so GRPO and the
+control are compared at equal time all along the curve, not only at its end. The match is never exact
+(checkpoints fall every N steps); each row states both sides' seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from bench.common import RESULTS_DIR, question_em, run_mtr, write_results
 from bench.record_run import provenance
 from controller.scoring.intervals import bootstrap_mean, paired_difference
+from controller.stages.sft import STATE_FILE
 
 CONTROL_LABEL = "sft-control"
 
@@ -47,6 +53,54 @@ def sft_seconds_per_step(sft_run: Path) -> float:
 def _last_stage(stages: dict[str, dict[str, float]]) -> tuple[str, int]:
     numbered = sorted((int(name.split("-")[-1]), name) for name in stages if name.split("-")[-1].isdigit())
     return numbered[-1][1], numbered[-1][0]
+
+
+def saved_checkpoints(sft_dir: Path) -> dict[int, Path]:
+    """Complete control checkpoints by SFT steps done (`step-N` and `final`); a crash-cut one has no state file."""
+    found: dict[int, Path] = {}
+    for candidate in sorted((sft_dir / "checkpoints").glob("*")):
+        state = candidate / STATE_FILE
+        if state.is_file():
+            found[int(json.loads(state.read_text())["step"])] = candidate
+    return found
+
+
+def match_by_time(grpo_seconds: dict[int, float], per_step: float, control_steps: list[int]) -> dict[int, int]:
+    """GRPO step -> the control step whose cost (steps × SFT seconds per step) is nearest its training seconds."""
+    return {
+        step: min(control_steps, key=lambda done: (abs(done * per_step - seconds), done))
+        for step, seconds in grpo_seconds.items()
+    }
+
+
+def _label(step: int, final_step: int) -> str:
+    return CONTROL_LABEL if step == final_step else f"{CONTROL_LABEL}-{step}"
+
+
+def curve(
+    grpo_stages: dict[str, dict[str, float]],
+    grpo_seconds: dict[int, float],
+    controls: dict[int, dict[str, float]],
+    matched: dict[int, int],
+    per_step: float,
+) -> list[dict]:
+    """Per GRPO evaluation: its EM, the time-matched control's EM, and GRPO − control paired on the same questions."""
+    rows = []
+    for step, control_step in sorted(matched.items()):
+        grpo = grpo_stages[f"step-{step}"]
+        control = controls[control_step]
+        rows.append(
+            {
+                "grpo_step": step,
+                "grpo_seconds": grpo_seconds[step],
+                "grpo": _interval(grpo),
+                "control_step": control_step,
+                "control_seconds": control_step * per_step,
+                "control": _interval(control),
+                "grpo_minus_control": _gain(control, grpo),
+            }
+        )
+    return rows
 
 
 def _interval(values: dict[str, float]) -> dict:
@@ -83,8 +137,22 @@ def markdown(document: dict) -> str:
     def gain(row: dict) -> str:
         return f"{row['gain']:+.3f} [{row['ci'][0]:+.3f}, {row['ci'][1]:+.3f}] (n {row['n_paired']})"
 
+    lines = []
+    if document.get("curve"):
+        lines += [
+            "| GRPO step | GRPO training s | GRPO EM [95 %] | control SFT step | its SFT s | control EM [95 %] "
+            "| GRPO − control [paired 95 %] |",
+            "|---:|---:|---|---:|---:|---|---|",
+        ]
+        for row in document["curve"]:
+            lines.append(
+                f"| {row['grpo_step']} | {row['grpo_seconds']:.0f} | {em(row['grpo'])} | {row['control_step']} "
+                f"| {row['control_seconds']:.0f} | {em(row['control'])} | {gain(row['grpo_minus_control'])} |"
+            )
+        lines.append("")
     return "\n".join(
-        [
+        lines
+        + [
             "| policy | training after the start checkpoint | held-out EM [95 %] | gain over start [paired 95 %] |",
             "|---|---|---|---|",
             f"| start (SFT) | - | {em(c['start'])} | - |",
@@ -107,6 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-root", type=Path, default=Path("runs/sft-control"))
     parser.add_argument("--save-every", type=int, default=50, help="Control SFT checkpoint every N steps (2 GB each).")
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--curve",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Also evaluate the saved control checkpoint nearest in time to each GRPO evaluation (one eval each).",
+    )
     args = parser.parse_args(argv)
     grpo_stages = question_em(args.grpo_run / "traces" / "eval.jsonl")
     _, last_step = _last_stage(grpo_stages)
@@ -123,10 +197,18 @@ def main(argv: list[str] | None = None) -> int:
         argv_sft.append("--resume")
     control_seconds = run_mtr(*argv_sft)
     eval_dir = args.out_root / "eval"
-    run_mtr(
-        "eval", "--model", f"{CONTROL_LABEL}={sft_dir / 'checkpoints' / 'final'}", "--out", str(eval_dir), "--resume"
-    )
-    control = question_em(eval_dir / "traces" / f"{CONTROL_LABEL}-synthetic.jsonl")[CONTROL_LABEL]
+    evaluated_steps = sorted(int(name.split("-")[-1]) for name in grpo_stages if name != "step-0")
+    seconds_to = {step: grpo_training_seconds(args.grpo_run, step) for step in evaluated_steps}
+    saved = saved_checkpoints(sft_dir)
+    matched = match_by_time(seconds_to, per_step, sorted(saved)) if args.curve else {}
+    to_evaluate = sorted({steps, *matched.values()})
+    models = [arg for done in to_evaluate for arg in ("--model", f"{_label(done, steps)}={saved[done]}")]
+    run_mtr("eval", *models, "--out", str(eval_dir), "--resume")
+    controls = {
+        done: question_em(eval_dir / "traces" / f"{_label(done, steps)}-synthetic.jsonl")[_label(done, steps)]
+        for done in to_evaluate
+    }
+    control = controls[steps]
     document = {
         "provenance": provenance(sft_dir),
         "grpo_run": str(args.grpo_run),
@@ -137,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "control_seconds": sum(e["seconds"] for e in _events(sft_dir, "sft")),
         "control_command_seconds": control_seconds,
         "comparison": compare(grpo_stages, control),
+        "curve": curve(grpo_stages, seconds_to, controls, matched, per_step),
     }
     write_results("sft_control", document, markdown(document), args.out_dir)
     print(f"wrote {args.out_dir / 'sft_control'}.json and .md")
