@@ -199,6 +199,12 @@ def build_simulator_train_parser() -> argparse.ArgumentParser:
     _add_data_args(parser, "train")
     parser.add_argument("--out", default="runs/toolmodel", help="Output directory (default: %(default)s).")
     parser.add_argument("--force", action="store_true", help="Train again even if OUT/checkpoints/final exists.")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="Continue training from the newest complete OUT/checkpoints/step-N (toolmodel.save_every), on the same "
+        "pairs and with the same batches it would have seen.",
+    )
     parser.set_defaults(command="simulator-train")
     return parser
 

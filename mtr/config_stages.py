@@ -219,6 +219,12 @@ class ToolModelConfig(Strict):
     )
     batch_size: int = Field(8, ge=1, description="Pairs per optimizer step.")
     lr: float = Field(2e-4, gt=0.0, le=1.0, description="Peak learning rate (warm-up + cosine, as SFT).")
+    save_every: int = Field(
+        50,
+        ge=0,
+        description="Checkpoint (with the optimizer state) every N steps, so `--resume` continues a run cut short "
+        "(the newest only; about 2 GB for the default model); 0: only the final checkpoint.",
+    )
     noisy_pairs: bool = Field(
         True, description="Also harvest a noisy pair per call (facts from another call's documents), as ZeroSearch."
     )

@@ -8,22 +8,27 @@
 2. Train: the project's DeepSpeed learner fine-tunes `toolmodel.base_model` on the pairs, loss on the
    observation only (the prompt is `mtr.toolprompt`, the same one the model actor serves with), and writes a
    Hugging Face checkpoint to OUT/checkpoints/final. Serve it with `simulator.actor: model` and
-   `simulator.actor_model: OUT/checkpoints/final`.
+   `simulator.actor_model: OUT/checkpoints/final`. Every `toolmodel.save_every` steps it keeps one
+   checkpoint with the optimizer state (OUT/checkpoints/step-N, the newest only: it exists to be resumed),
+   and `--resume` continues from it, with the batches it would have seen, when a run is cut short.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from controller.cluster.services import Services
+from controller.commands.sft import latest_checkpoint
 from controller.reports.metrics import ControllerMetrics
 from controller.reports.rundir import RunDirectory
-from controller.stages.sft import SFTTrainer
+from controller.stages.sft import STATE_FILE, SFTTrainer
 from controller.stages.taskdata import load_side, with_tools
 from controller.stages.toolharvest import PairsFile, harvest, read_pairs, tool_counts
 from mtr.config import RunConfig
@@ -51,6 +56,12 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
         if final.exists() and not args.force:
             raise ToolModelError(f"{final} exists already; pass --force to train again, or choose another --out")
         pairs = PairsFile(out / PAIRS_FILE)
+        resume_from = latest_checkpoint(out) if args.resume else None
+        if not args.resume and not args.force and latest_checkpoint(out) is not None:
+            raise ToolModelError(
+                f"{out / 'checkpoints'} holds a checkpoint of an unfinished run; pass --resume to continue it, "
+                "or --force to start the training again"
+            )
     except (ModelPrepError, DatasetError, ToolModelError, ValueError, OSError) as error:
         print(f"mtr simulator train: {error}", file=sys.stderr)
         return 2
@@ -64,6 +75,9 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
     )
     run_dir = RunDirectory(out)
     run_dir.write_config(config)
+    if resume_from is not None:  # the steps logged after the checkpoint are done again: set their records aside
+        moved = run_dir.rewind(json.loads((resume_from / STATE_FILE).read_text()).get("files", {}))
+        run_dir.log("resume", 0, checkpoint=str(resume_from), superseded_bytes=moved)
     started = time.perf_counter()
     try:
         with Services(grounded, out / "logs").start() as services:
@@ -87,6 +101,8 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
             sequences = tokenize_pairs(records, model_path)
             learner_config = config.learner.model_copy(update={"lr": config.toolmodel.lr})
             _, learner = services.learner(model_path, config.toolmodel.steps, learner_config)
+            fingerprint = pairs_fingerprint(records)
+            start_step = restore(learner, resume_from, fingerprint) if resume_from is not None else 0
             trainer = SFTTrainer(
                 learner=learner,
                 sequences=sequences,
@@ -97,11 +113,25 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
                 metrics=ControllerMetrics(),
                 show_progress=True,
             )
-            losses, _ = trainer.run()
+
+            def save(step: int) -> None:
+                target = out / "checkpoints" / f"step-{step:06d}"
+                learner.save_checkpoint(str(target), training_state=True)
+                state = {"step": step, "pairs": fingerprint, "files": run_dir.appended_sizes()}
+                (target / STATE_FILE).write_text(json.dumps(state, indent=2))  # written last: marks it complete
+                run_dir.log("checkpoint", step, path=str(target))
+                for older in (out / "checkpoints").glob("step-*"):
+                    if older != target:
+                        shutil.rmtree(older, ignore_errors=True)
+
+            losses, _ = trainer.run(start_step, checkpoint=save, save_every=config.toolmodel.save_every)
             learner.save_checkpoint(str(final), training_state=False)
+            for resumable in (out / "checkpoints").glob("step-*"):
+                shutil.rmtree(resumable, ignore_errors=True)  # the final checkpoint supersedes them
             summary = {
                 "pairs": len(records),
                 "steps": config.toolmodel.steps,
+                "resumed_at": start_step,
                 "first_loss": losses[0],
                 "last_loss": losses[-1],
             }
@@ -118,6 +148,29 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
         f"serve it: --set simulator.actor=model --set simulator.actor_model={final}"
     )
     return 0
+
+
+def pairs_fingerprint(records: list[dict]) -> str:
+    """Which pairs a checkpoint trained on: a resume on other pairs would see other batches than it planned."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps(record["messages"], sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def restore(learner, checkpoint: Path, fingerprint: str) -> int:
+    """Load `checkpoint`'s weights and optimizer state into the learner; returns the steps it had done."""
+    state = json.loads((checkpoint / STATE_FILE).read_text())
+    if state.get("pairs") != fingerprint:
+        raise ToolModelError(
+            f"{checkpoint} was trained on other pairs (fingerprint {state.get('pairs')}, now {fingerprint}); "
+            "resume in the same --out with the same data, or start again with --force"
+        )
+    version = learner.restore_checkpoint(str(checkpoint))
+    if version != int(state["step"]):
+        raise ToolModelError(f"{checkpoint}: the learner restored version {version}, the state says {state['step']}")
+    log.info("resumed from %s at step %d", checkpoint, version)
+    return version
 
 
 def tokenize_pairs(records: list[dict], model_path: str) -> list[lpb.TrainSequence]:

@@ -124,6 +124,8 @@ COMMAND_CASES = [
     Case(("serve", MISSING), (MISSING,)),
     Case(("simulator", "train", "--data", "musique:{HOTPOT}", "--out", "OUT/tm"), ("none of its 2 rows",)),
     Case(("simulator", "train", "--set", "toolmodel.base_model=" + MISSING, "--out", "OUT/tm"), (MISSING,)),
+    Case(("simulator", "train", "--out", "{UNFINISHED}"), ("unfinished run", "--resume", "--force")),
+    Case(("config", "show", "--set", "toolmodel.save_every=-1"), ("toolmodel.save_every",)),
 ]
 
 
@@ -138,6 +140,7 @@ def files(tmp_path: Path) -> dict[str, str]:
         "FOREIGN": tmp_path / "foreign.jsonl",
         "DIR": tmp_path / "a-directory",
         "NOWEIGHTS": tmp_path / "ckpt",
+        "UNFINISHED": tmp_path / "toolmodel",
     }
     made["EMPTY"].write_text("")
     made["HOTPOT"].write_text(json.dumps(hotpot_row) + "\n" + json.dumps({**hotpot_row, "_id": "h2"}) + "\n")
@@ -148,6 +151,8 @@ def files(tmp_path: Path) -> dict[str, str]:
     made["NOWEIGHTS"].mkdir()
     (made["NOWEIGHTS"] / "config.json").write_text('{"model_type": "llama"}')
     (made["NOWEIGHTS"] / "tokenizer.json").write_text("{}")
+    (made["UNFINISHED"] / "checkpoints" / "step-000050").mkdir(parents=True)
+    (made["UNFINISHED"] / "checkpoints" / "step-000050" / "trainer_state.json").write_text('{"step": 50}')
     return {name: str(path) for name, path in made.items()} | {"OUT": str(tmp_path / "out")}
 
 
