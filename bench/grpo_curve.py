@@ -33,15 +33,36 @@ def per_step(run: Path) -> list[dict]:
     return rows
 
 
+def _eval_rows(run: Path) -> dict[str, list[dict]]:
+    """stage -> its one-row-per-question evaluation records."""
+    rows: dict[str, list[dict]] = {}
+    for line in (run / "traces" / "eval.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows.setdefault(row["stage"], []).append(row)
+    return rows
+
+
+def _mean_by(rows: list[dict], key: str) -> dict[str, dict]:
+    """EM and question count per value of `key` (question_type, hops): where a gain came from."""
+    groups: dict[str, list[float]] = {}
+    for row in rows:
+        groups.setdefault(str(row.get(key)), []).append(float(row["exact_match"]))
+    return {name: {"em": sum(v) / len(v), "n": len(v)} for name, v in sorted(groups.items())}
+
+
 def evaluated(run: Path) -> list[dict]:
-    """EM per evaluated step with its interval, and the paired gain over step 0 on the same questions."""
+    """EM per evaluated step with its interval, the paired gain over step 0 on the same questions, the answers
+    that turned right and wrong since step 0, EM by question type and hop count, and tool calls per trace."""
     by_stage = question_em(run / "traces" / "eval.jsonl")
+    records = _eval_rows(run)
     stages = sorted(by_stage, key=lambda name: int(name.split("-")[-1]))
     start = by_stage[stages[0]]
     rows = []
     for stage in stages:
         em = bootstrap_mean(list(by_stage[stage].values()))
         gain = paired_difference(start, by_stage[stage])
+        now = by_stage[stage]
         rows.append(
             {
                 "step": int(stage.split("-")[-1]),
@@ -50,14 +71,26 @@ def evaluated(run: Path) -> list[dict]:
                 "n": em.n,
                 "gain_over_start": gain.estimate,
                 "gain_ci": gain.bounds,
+                "turned_right": sum(1 for q, v in now.items() if v > start.get(q, v)),
+                "turned_wrong": sum(1 for q, v in now.items() if v < start.get(q, v)),
+                "by_type": _mean_by(records[stage], "question_type"),
+                "by_hops": _mean_by(records[stage], "hops"),
+                "tool_calls": sum(float(r.get("tool_calls", 0)) for r in records[stage]) / len(records[stage]),
             }
         )
     return rows
 
 
 def pass_at_k(eval_dir: Path) -> list[dict]:
-    """The pass@k rows of an `mtr eval` with pass samples (one per model label and dataset)."""
-    return json.loads((eval_dir / "eval.json").read_text()).get("pass_at_k", [])
+    """The pass@k rows of an `mtr eval` with pass samples (one per model label and dataset), each with the
+    greedy EM of the same checkpoint on the same questions beside it."""
+    document = json.loads((eval_dir / "eval.json").read_text())
+    greedy = {(row["model"], row["dataset"]): row for row in document.get("rows", [])}
+    rows = []
+    for row in document.get("pass_at_k", []):
+        same = greedy.get((row["model"], row.get("dataset", "synthetic")))
+        rows.append({**row, **({"greedy_em": same["em"], "greedy_em_ci": same["em_ci"]} if same else {})})
+    return rows
 
 
 def markdown(document: dict) -> str:
@@ -71,13 +104,29 @@ def markdown(document: dict) -> str:
         ks = sorted(
             {int(key[5:]) for row in document["pass_at_k"] for key in row if key.startswith("pass@") and "_" not in key}
         )
-        lines += ["", "| checkpoint | n | samples | temperature | " + " | ".join(f"pass@{k}" for k in ks) + " |"]
-        lines.append("|---|---:|---:|---:|" + "---|" * len(ks))
+        header = "| checkpoint | n | samples | temperature | greedy EM | " + " | ".join(f"pass@{k}" for k in ks)
+        lines += ["", header + " |", "|---|---:|---:|---:|---|" + "---|" * len(ks)]
         for row in document["pass_at_k"]:
             cells = [f"{row[f'pass@{k}']:.3f} [{row[f'pass@{k}_ci'][0]:.3f}, {row[f'pass@{k}_ci'][1]:.3f}]" for k in ks]
+            greedy = "-"
+            if "greedy_em" in row:
+                greedy = f"{row['greedy_em']:.3f} [{row['greedy_em_ci'][0]:.3f}, {row['greedy_em_ci'][1]:.3f}]"
             lines.append(
-                f"| {row['model']} | {row['n']} | {row['samples']} | {row['temperature']} | " + " | ".join(cells) + " |"
+                f"| {row['model']} | {row['n']} | {row['samples']} | {row['temperature']} | {greedy} | "
+                + " | ".join(cells)
+                + " |"
             )
+    last = document["evaluations"][-1] if document["evaluations"] else None
+    if last and "by_type" in last:
+        first = document["evaluations"][0]
+        lines += ["", f"Step 0 → step {last['step']}: {last['turned_right']} answers turned right, "
+                  f"{last['turned_wrong']} wrong; tool calls per trace {first['tool_calls']:.2f} → "
+                  f"{last['tool_calls']:.2f}.", "", "| breakdown | questions | EM at step 0 | EM at step "
+                  f"{last['step']} |", "|---|---:|---:|---:|"]  # fmt: skip
+        for key, label in (("by_hops", "hops"), ("by_type", "type")):
+            for name, now in last[key].items():
+                before = first[key].get(name, {"em": float("nan")})
+                lines.append(f"| {label} {name} | {now['n']} | {before['em']:.2f} | {now['em']:.2f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from bench.common import RESULTS_DIR, write_results
+from bench.grpo_curve import evaluated
 from bench.record_run import record
 
 # name -> (what it changes, overrides). Everything else is the default config.
@@ -101,14 +102,17 @@ def summarize(name: str, run_dir: Path, wall_seconds: float | None, steps: int, 
         "rows": rows,
         "gain_last_over_first": overall,
         "by_hops": by_hops(run_dir),
+        # per evaluated step: answers turned right/wrong since the first, EM by question type and hops
+        "evaluations": evaluated(run_dir),
         "grpo_steps": document.get("grpo_steps", []),
     }
 
 
 def markdown(variants: dict[str, dict]) -> str:
     lines = [
-        "| variant | changes | EM per evaluated step [95 % interval] | gain last - first [paired 95 %] | EM by hops |",
-        "|---|---|---|---|---|",
+        "| variant | changes | EM per evaluated step [95 % interval] | gain last - first [paired 95 %] "
+        "| answers turned right / wrong | EM by hops |",
+        "|---|---|---|---|---|---|",
     ]
     for name, v in variants.items():
         ems = "; ".join(f"{r['stage']} {r['em']:.3f} [{r['em_ci'][0]:.3f}, {r['em_ci'][1]:.3f}]" for r in v["rows"])
@@ -118,7 +122,9 @@ def markdown(variants: dict[str, dict]) -> str:
             f"{stage}: " + ", ".join(f"{h}h {em:.2f}" for h, em in levels.items())
             for stage, levels in v["by_hops"].items()
         )
-        lines.append(f"| {name} | {v['changes']} | {ems} | {gain} | {hops} |")
+        last = (v.get("evaluations") or [{}])[-1]
+        turned = f"{last['turned_right']} / {last['turned_wrong']}" if "turned_right" in last else "-"
+        lines.append(f"| {name} | {v['changes']} | {ems} | {gain} | {turned} | {hops} |")
     return "\n".join(lines) + "\n"
 
 
@@ -142,10 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     variants = json.loads(existing.read_text()).get("variants", {}) if existing.exists() else {}
     for name in names:
         run_dir = args.out_root / name
-        wall = None
-        if not args.record_only:
+        previous = variants.get(name, {})
+        if args.record_only:  # re-reading keeps what only the run itself measured, and its planned length
+            wall = previous.get("wall_seconds")
+            steps, eval_every = previous.get("steps", args.steps), previous.get("eval_every", args.eval_every)
+        else:
             wall = run_variant(name, args.model, run_dir, args.steps, args.eval_every, args.save_every)
-        variants[name] = summarize(name, run_dir, wall, args.steps, args.eval_every)
+            steps, eval_every = args.steps, args.eval_every
+        variants[name] = summarize(name, run_dir, wall, steps, eval_every)
         # Machine and precision are in each variant's provenance (its run's config.yaml header); step counts
         # differ between variants, so each carries its own.
         document = {"variants": variants}
