@@ -26,8 +26,8 @@ from pathlib import Path
 
 from bench.common import RESULTS_DIR, question_em, run_mtr, write_results
 from bench.record_run import provenance
+from controller.commands.sft import complete_checkpoints
 from controller.scoring.intervals import bootstrap_mean, paired_difference
-from controller.stages.sft import STATE_FILE
 
 CONTROL_LABEL = "sft-control"
 
@@ -53,16 +53,6 @@ def sft_seconds_per_step(sft_run: Path) -> float:
 def _last_stage(stages: dict[str, dict[str, float]]) -> tuple[str, int]:
     numbered = sorted((int(name.split("-")[-1]), name) for name in stages if name.split("-")[-1].isdigit())
     return numbered[-1][1], numbered[-1][0]
-
-
-def saved_checkpoints(sft_dir: Path) -> dict[int, Path]:
-    """Complete control checkpoints by SFT steps done (`step-N` and `final`); a crash-cut one has no state file."""
-    found: dict[int, Path] = {}
-    for candidate in sorted((sft_dir / "checkpoints").glob("*")):
-        state = candidate / STATE_FILE
-        if state.is_file():
-            found[int(json.loads(state.read_text())["step"])] = candidate
-    return found
 
 
 def match_by_time(grpo_seconds: dict[int, float], per_step: float, control_steps: list[int]) -> dict[int, int]:
@@ -199,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_dir = args.out_root / "eval"
     evaluated_steps = sorted(int(name.split("-")[-1]) for name in grpo_stages if name != "step-0")
     seconds_to = {step: grpo_training_seconds(args.grpo_run, step) for step in evaluated_steps}
-    saved = saved_checkpoints(sft_dir)
+    saved = complete_checkpoints(sft_dir)
     matched = match_by_time(seconds_to, per_step, sorted(saved)) if args.curve else {}
     to_evaluate = sorted({steps, *matched.values()})
     models = [arg for done in to_evaluate for arg in ("--model", f"{_label(done, steps)}={saved[done]}")]

@@ -114,20 +114,25 @@ def main(config: RunConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    """The complete checkpoint with the most steps (final counts as the last); None when there is none."""
-    best: tuple[int, Path] | None = None
-    for candidate in (out / "checkpoints").glob("*"):
+def complete_checkpoints(out: Path) -> dict[int, Path]:
+    """Complete checkpoints under OUT/checkpoints by steps done (final counts with its own); a checkpoint cut
+    short by a crash has no trainer state yet and is left out."""
+    found: dict[int, Path] = {}
+    for candidate in sorted((out / "checkpoints").glob("*")):
         state = candidate / STATE_FILE
         if not state.is_file():
-            continue  # a checkpoint cut short by a crash has no trainer state yet
+            continue
         try:
-            step = int(json.loads(state.read_text())["step"])
+            found[int(json.loads(state.read_text())["step"])] = candidate
         except (ValueError, KeyError, TypeError):
             continue
-        if best is None or step > best[0]:
-            best = (step, candidate)
-    return None if best is None else best[1]
+    return found
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The complete checkpoint with the most steps (final counts as the last); None when there is none."""
+    found = complete_checkpoints(out)
+    return found[max(found)] if found else None
 
 
 def check_resume(checkpoint: Path, fingerprint: str) -> int:

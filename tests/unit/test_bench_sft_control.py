@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 
-from bench.sft_control import curve, markdown, match_by_time, saved_checkpoints
+from bench.sft_control import curve, markdown, match_by_time
+from controller.commands.sft import complete_checkpoints
 from controller.stages.sft import STATE_FILE
 
 
-def test_saved_checkpoints_are_keyed_by_steps_done_and_skip_a_cut_one(tmp_path):
+def test_complete_checkpoints_are_keyed_by_steps_done_and_skip_a_cut_one(tmp_path):
     for name, step in (("step-000050", 50), ("final", 120)):
         (tmp_path / "checkpoints" / name).mkdir(parents=True)
         (tmp_path / "checkpoints" / name / STATE_FILE).write_text(json.dumps({"step": step}))
     (tmp_path / "checkpoints" / "step-000100").mkdir()  # cut by a crash before its state file
-    found = saved_checkpoints(tmp_path)
+    found = complete_checkpoints(tmp_path)
     assert sorted(found) == [50, 120]
     assert found[120].name == "final"
 
